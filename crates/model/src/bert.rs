@@ -1,0 +1,556 @@
+//! BERT as in HF `modeling_bert.py`, the whole model in one file.
+//!
+//! Module and field names follow HF's state-dict keys (`embeddings.word_embeddings`,
+//! `encoder.layer.N.attention.self.query`, ...), so that checkpoint import is a
+//! rename of two words (`LayerNorm` → `layer_norm`, `self` → `self_attn`, which Rust
+//! reserves) and a transpose of the linear weights, nothing more.
+
+use burn::module::{Module, Param};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig,
+};
+use burn::tensor::activation::{gelu, gelu_approximate, log_softmax, relu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use crate::config::{BertConfig, HiddenAct};
+
+/// Added to the attention scores of padding positions. Large enough that their
+/// softmax weight is exactly 0 in f32, small enough to stay finite in f16.
+const MASK_VALUE: f32 = -1.0e4;
+
+/// The inputs of a forward pass, as the tokenizer makes them.
+#[derive(Debug, Clone)]
+pub struct BertInput<B: Backend> {
+    /// `[batch, seq]` token ids.
+    pub input_ids: Tensor<B, 2, Int>,
+    /// `[batch, seq]` segment ids; zeros when `None`.
+    pub token_type_ids: Option<Tensor<B, 2, Int>>,
+    /// `[batch, seq]` 1 for tokens, 0 for padding; all ones when `None`.
+    pub attention_mask: Option<Tensor<B, 2, Int>>,
+}
+
+impl<B: Backend> BertInput<B> {
+    /// Builds the tensors from a row-major batch, such as `zhbert_tokenizer::Batch`.
+    pub fn from_ids(
+        input_ids: &[u32],
+        token_type_ids: &[u32],
+        attention_mask: &[u32],
+        batch_size: usize,
+        seq_len: usize,
+        device: &B::Device,
+    ) -> Self {
+        let tensor = |v: &[u32]| {
+            let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+            Tensor::<B, 1, Int>::from_data(data.as_slice(), device).reshape([batch_size, seq_len])
+        };
+        Self {
+            input_ids: tensor(input_ids),
+            token_type_ids: Some(tensor(token_type_ids)),
+            attention_mask: Some(tensor(attention_mask)),
+        }
+    }
+}
+
+/// A linear layer initialised as HF does: weights ~ N(0, range), zero bias.
+fn hf_linear<B: Backend>(d_in: usize, d_out: usize, config: &BertConfig, device: &B::Device) -> Linear<B> {
+    let mut linear = LinearConfig::new(d_in, d_out)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: config.initializer_range,
+        })
+        .init(device);
+    linear.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
+    linear
+}
+
+fn hf_embedding<B: Backend>(n: usize, d: usize, config: &BertConfig, device: &B::Device) -> Embedding<B> {
+    EmbeddingConfig::new(n, d)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: config.initializer_range,
+        })
+        .init(device)
+}
+
+fn hf_layer_norm<B: Backend>(config: &BertConfig, device: &B::Device) -> LayerNorm<B> {
+    LayerNormConfig::new(config.hidden_size)
+        .with_epsilon(config.layer_norm_eps)
+        .init(device)
+}
+
+/// Word, position and token-type embeddings, summed, then LayerNorm and dropout.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings<B: Backend> {
+    /// `[vocab_size, hidden]`; also the MLM decoder's weight (tied).
+    pub word_embeddings: Embedding<B>,
+    /// `[max_position_embeddings, hidden]`.
+    pub position_embeddings: Embedding<B>,
+    /// `[type_vocab_size, hidden]`.
+    pub token_type_embeddings: Embedding<B>,
+    /// HF `LayerNorm`.
+    pub layer_norm: LayerNorm<B>,
+    dropout: Dropout,
+}
+
+impl<B: Backend> BertEmbeddings<B> {
+    fn new(config: &BertConfig, device: &B::Device) -> Self {
+        let h = config.hidden_size;
+        let mut word_embeddings = hf_embedding(config.vocab_size, h, config, device);
+        // HF zeroes the padding row at init (`padding_idx`).
+        if let Some(p) = config.pad_token_id.filter(|&p| p < config.vocab_size) {
+            // Detached so the parameter stays a leaf of the autodiff graph.
+            let w = word_embeddings.weight.val().slice_assign([p..p + 1, 0..h], Tensor::zeros([1, h], device));
+            word_embeddings.weight = Param::from_tensor(w.detach());
+        }
+        Self {
+            word_embeddings,
+            position_embeddings: hf_embedding(config.max_position_embeddings, h, config, device),
+            token_type_embeddings: hf_embedding(config.type_vocab_size, h, config, device),
+            layer_norm: hf_layer_norm(config, device),
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+        }
+    }
+
+    /// `[batch, seq]` ids → `[batch, seq, hidden]`.
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, token_type_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, seq_len] = input_ids.dims();
+        let device = input_ids.device();
+        let positions = Tensor::<B, 1, Int>::arange(0..seq_len as i64, &device).reshape([1, seq_len]);
+        let x = self.word_embeddings.forward(input_ids)
+            + self.token_type_embeddings.forward(token_type_ids)
+            + self.position_embeddings.forward(positions);
+        self.dropout.forward(self.layer_norm.forward(x))
+    }
+}
+
+/// HF `BertSelfAttention`: scaled dot-product attention over all heads at once.
+#[derive(Module, Debug)]
+pub struct BertSelfAttention<B: Backend> {
+    /// Query projection.
+    pub query: Linear<B>,
+    /// Key projection.
+    pub key: Linear<B>,
+    /// Value projection.
+    pub value: Linear<B>,
+    dropout: Dropout,
+    num_heads: usize,
+    head_dim: usize,
+}
+
+impl<B: Backend> BertSelfAttention<B> {
+    fn new(config: &BertConfig, device: &B::Device) -> Self {
+        let h = config.hidden_size;
+        Self {
+            query: hf_linear(h, h, config, device),
+            key: hf_linear(h, h, config, device),
+            value: hf_linear(h, h, config, device),
+            dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+            num_heads: config.num_attention_heads,
+            head_dim: config.head_dim(),
+        }
+    }
+
+    /// `[batch, seq, hidden]` and a `[batch, 1, 1, seq]` additive mask → `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [b, l, h] = x.dims();
+        let heads = |t: Tensor<B, 3>| t.reshape([b, l, self.num_heads, self.head_dim]).swap_dims(1, 2);
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x));
+        let scale = (self.head_dim as f64).sqrt().recip();
+        // [b, heads, l, l]: one batched matmul for every head.
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask_bias;
+        let probs = self.dropout.forward(softmax(scores, 3));
+        probs.matmul(v).swap_dims(1, 2).reshape([b, l, h])
+    }
+}
+
+/// HF `BertSelfOutput` and `BertOutput`: projection, dropout, residual, LayerNorm.
+#[derive(Module, Debug)]
+pub struct BertResidualOutput<B: Backend> {
+    /// Output projection.
+    pub dense: Linear<B>,
+    /// HF `LayerNorm`.
+    pub layer_norm: LayerNorm<B>,
+    dropout: Dropout,
+}
+
+impl<B: Backend> BertResidualOutput<B> {
+    fn new(d_in: usize, config: &BertConfig, device: &B::Device) -> Self {
+        Self {
+            dense: hf_linear(d_in, config.hidden_size, config, device),
+            layer_norm: hf_layer_norm(config, device),
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+        }
+    }
+
+    /// `LayerNorm(dropout(dense(x)) + residual)`.
+    pub fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.layer_norm
+            .forward(self.dropout.forward(self.dense.forward(x)) + residual)
+    }
+}
+
+/// HF `BertAttention`: self-attention and its output block.
+#[derive(Module, Debug)]
+pub struct BertAttention<B: Backend> {
+    /// HF key `self` (a Rust keyword).
+    pub self_attn: BertSelfAttention<B>,
+    /// HF `BertSelfOutput`.
+    pub output: BertResidualOutput<B>,
+}
+
+/// HF `BertIntermediate`: the first feed-forward projection and its activation.
+#[derive(Module, Debug)]
+pub struct BertIntermediate<B: Backend> {
+    /// `[hidden → intermediate]`.
+    pub dense: Linear<B>,
+    #[module(skip)]
+    act: HiddenAct,
+}
+
+impl HiddenAct {
+    /// Applies the activation.
+    pub fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Self::Gelu => gelu(x),
+            Self::GeluNew => gelu_approximate(x),
+            Self::Relu => relu(x),
+        }
+    }
+}
+
+/// HF `BertLayer`: attention then feed-forward.
+#[derive(Module, Debug)]
+pub struct BertLayer<B: Backend> {
+    /// Attention block.
+    pub attention: BertAttention<B>,
+    /// Feed-forward in.
+    pub intermediate: BertIntermediate<B>,
+    /// Feed-forward out with residual and LayerNorm.
+    pub output: BertResidualOutput<B>,
+}
+
+impl<B: Backend> BertLayer<B> {
+    fn new(config: &BertConfig, device: &B::Device) -> Self {
+        Self {
+            attention: BertAttention {
+                self_attn: BertSelfAttention::new(config, device),
+                output: BertResidualOutput::new(config.hidden_size, config, device),
+            },
+            intermediate: BertIntermediate {
+                dense: hf_linear(config.hidden_size, config.intermediate_size, config, device),
+                act: config.hidden_act,
+            },
+            output: BertResidualOutput::new(config.intermediate_size, config, device),
+        }
+    }
+
+    /// One encoder layer.
+    pub fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
+        let x = self.attention.output.forward(attn, x);
+        let inner = self.intermediate.act.forward(self.intermediate.dense.forward(x.clone()));
+        self.output.forward(inner, x)
+    }
+}
+
+/// HF `BertEncoder`.
+#[derive(Module, Debug)]
+pub struct BertEncoder<B: Backend> {
+    /// The layers, `encoder.layer.N` in HF keys.
+    pub layer: Vec<BertLayer<B>>,
+}
+
+/// HF `BertPooler`: `tanh(dense(h[CLS]))`.
+#[derive(Module, Debug)]
+pub struct BertPooler<B: Backend> {
+    /// `[hidden → hidden]`.
+    pub dense: Linear<B>,
+}
+
+impl<B: Backend> BertPooler<B> {
+    /// `[batch, seq, hidden]` → `[batch, hidden]`.
+    pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [b, _, h] = hidden.dims();
+        let cls = hidden.narrow(1, 0, 1).reshape([b, h]);
+        self.dense.forward(cls).tanh()
+    }
+}
+
+/// The outputs of [`BertModel::forward`].
+#[derive(Debug, Clone)]
+pub struct BertOutput<B: Backend> {
+    /// `[batch, seq, hidden]`.
+    pub last_hidden_state: Tensor<B, 3>,
+    /// `[batch, hidden]`, when the model has a pooler.
+    pub pooler_output: Option<Tensor<B, 2>>,
+}
+
+/// HF `BertModel`: embeddings, encoder and (optionally) pooler.
+#[derive(Module, Debug)]
+pub struct BertModel<B: Backend> {
+    /// Embeddings.
+    pub embeddings: BertEmbeddings<B>,
+    /// Encoder layers.
+    pub encoder: BertEncoder<B>,
+    /// Pooler; `BertForMaskedLM` has none.
+    pub pooler: Option<BertPooler<B>>,
+}
+
+impl BertConfig {
+    /// A freshly initialised `BertModel` (HF's `_init_weights`).
+    pub fn init_model<B: Backend>(&self, with_pooler: bool, device: &B::Device) -> BertModel<B> {
+        BertModel {
+            embeddings: BertEmbeddings::new(self, device),
+            encoder: BertEncoder {
+                layer: (0..self.num_hidden_layers)
+                    .map(|_| BertLayer::new(self, device))
+                    .collect(),
+            },
+            pooler: with_pooler.then(|| BertPooler {
+                dense: hf_linear(self.hidden_size, self.hidden_size, self, device),
+            }),
+        }
+    }
+
+    /// A freshly initialised `BertForSequenceClassification` with `num_labels()` outputs.
+    pub fn init_classifier<B: Backend>(&self, device: &B::Device) -> BertForSequenceClassification<B> {
+        BertForSequenceClassification {
+            bert: self.init_model(true, device),
+            dropout: DropoutConfig::new(self.classifier_dropout()).init(),
+            classifier: hf_linear(self.hidden_size, self.num_labels(), self, device),
+        }
+    }
+
+    /// A freshly initialised `BertForMaskedLM`.
+    pub fn init_masked_lm<B: Backend>(&self, device: &B::Device) -> BertForMaskedLM<B> {
+        BertForMaskedLM {
+            bert: self.init_model(false, device),
+            cls: BertOnlyMlmHead {
+                predictions: BertLmPredictionHead {
+                    transform: BertPredictionHeadTransform {
+                        dense: hf_linear(self.hidden_size, self.hidden_size, self, device),
+                        act: self.hidden_act,
+                        layer_norm: hf_layer_norm(self, device),
+                    },
+                    bias: Param::from_tensor(Tensor::zeros([self.vocab_size], device)),
+                },
+            },
+        }
+    }
+}
+
+impl<B: Backend> BertModel<B> {
+    /// The forward pass of HF `BertModel`.
+    pub fn forward(&self, input: BertInput<B>) -> BertOutput<B> {
+        let BertInput {
+            input_ids,
+            token_type_ids,
+            attention_mask,
+        } = input;
+        let [b, l] = input_ids.dims();
+        let device = input_ids.device();
+        let token_type_ids = token_type_ids.unwrap_or_else(|| Tensor::zeros([b, l], &device));
+        // [b, 1, 1, l], broadcast over heads and query positions: never [b, h, l, l].
+        let mask_bias = match attention_mask {
+            Some(mask) => (mask.float().neg() + 1.0).mul_scalar(MASK_VALUE).reshape([b, 1, 1, l]),
+            None => Tensor::zeros([b, 1, 1, l], &device),
+        };
+        let mut x = self.embeddings.forward(input_ids, token_type_ids);
+        for layer in &self.encoder.layer {
+            x = layer.forward(x, mask_bias.clone());
+        }
+        let pooler_output = self.pooler.as_ref().map(|p| p.forward(x.clone()));
+        BertOutput {
+            last_hidden_state: x,
+            pooler_output,
+        }
+    }
+}
+
+/// Training targets for a classification head, matching [`ProblemType`](crate::ProblemType).
+#[derive(Debug, Clone)]
+pub enum Labels<B: Backend> {
+    /// `[batch]` class ids (single-label).
+    Classes(Tensor<B, 1, Int>),
+    /// `[batch, num_labels]` 0/1 targets (multi-label).
+    MultiHot(Tensor<B, 2>),
+    /// `[batch]` real targets (regression).
+    Values(Tensor<B, 1>),
+}
+
+/// Options of the single-label loss that `torch.nn.CrossEntropyLoss` offers.
+#[derive(Debug, Clone, Default)]
+pub struct CrossEntropyOptions {
+    /// Per-class weights (`weight=`); the mean is weighted like torch's.
+    pub class_weights: Option<Vec<f32>>,
+    /// `label_smoothing=`.
+    pub label_smoothing: f32,
+}
+
+/// HF `BertForSequenceClassification`.
+#[derive(Module, Debug)]
+pub struct BertForSequenceClassification<B: Backend> {
+    /// The encoder, `bert.*` in HF keys.
+    pub bert: BertModel<B>,
+    dropout: Dropout,
+    /// `[hidden → num_labels]`.
+    pub classifier: Linear<B>,
+}
+
+impl<B: Backend> BertForSequenceClassification<B> {
+    /// `[batch, num_labels]` logits.
+    pub fn forward(&self, input: BertInput<B>) -> Tensor<B, 2> {
+        let pooled = self
+            .bert
+            .forward(input)
+            .pooler_output
+            .expect("a classification model has a pooler");
+        self.classifier.forward(self.dropout.forward(pooled))
+    }
+
+    /// Number of outputs of the head.
+    pub fn num_labels(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+
+    /// Replaces the head with a fresh one of `num_labels` outputs (HF's
+    /// `ignore_mismatched_sizes`).
+    pub fn reset_head(&mut self, config: &BertConfig, device: &B::Device) {
+        self.classifier = hf_linear(config.hidden_size, config.num_labels(), config, device);
+    }
+}
+
+/// The loss HF computes for `labels`, averaged over the batch.
+pub fn classification_loss<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Labels<B>,
+    options: &CrossEntropyOptions,
+) -> Tensor<B, 1> {
+    match labels {
+        Labels::Classes(targets) => cross_entropy(logits, targets, options, None),
+        Labels::MultiHot(targets) => {
+            // BCE with logits, stable form: max(x,0) - x*y + log(1 + e^-|x|).
+            let loss = logits.clone().clamp_min(0.0) - logits.clone() * targets
+                + (logits.abs().neg().exp() + 1.0).log();
+            loss.mean()
+        }
+        Labels::Values(targets) => {
+            let [b, n] = logits.dims();
+            assert_eq!(n, 1, "regression needs exactly one label");
+            (logits.reshape([b]) - targets).powi_scalar(2).mean()
+        }
+    }
+}
+
+/// `torch.nn.functional.cross_entropy` over `[n, classes]` logits, with class
+/// weights, label smoothing and `ignore_index` (positions equal to it count for nothing).
+pub fn cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    options: &CrossEntropyOptions,
+    ignore_index: Option<i64>,
+) -> Tensor<B, 1> {
+    let [n, classes] = logits.dims();
+    let device = logits.device();
+    let logp = log_softmax(logits, 1);
+    let keep = match ignore_index {
+        Some(ignore) => targets.clone().not_equal_elem(ignore).float(),
+        None => Tensor::ones([n], &device),
+    };
+    // Ignored positions gather class 0 and are then zeroed by `keep`.
+    let safe_targets = targets.clone().mask_fill(keep.clone().equal_elem(0.0), 0);
+    let nll = logp
+        .clone()
+        .gather(1, safe_targets.clone().reshape([n, 1]))
+        .reshape([n])
+        .neg();
+    let weights = options
+        .class_weights
+        .as_ref()
+        .map(|w| Tensor::<B, 1>::from_data(w.as_slice(), &device));
+    // Per-row weight of its target class (1 without class weights), 0 when ignored.
+    let row_weight = match &weights {
+        Some(w) => w.clone().select(0, safe_targets) * keep.clone(),
+        None => keep.clone(),
+    };
+    let denom = row_weight.clone().sum();
+    let loss = (nll * row_weight).sum() / denom.clone();
+    let eps = options.label_smoothing;
+    if eps == 0.0 {
+        return loss;
+    }
+    // torch: the smoothing term is the class-weighted sum of -log p over all
+    // classes, divided by the same denominator as the main term.
+    let per_class = match weights {
+        Some(w) => logp.neg() * w.reshape([1, classes]),
+        None => logp.neg(),
+    };
+    let smooth = (per_class.sum_dim(1).reshape([n]) * keep).sum() / denom;
+    loss.mul_scalar(1.0 - eps) + smooth.mul_scalar(eps / classes as f32)
+}
+
+/// HF `BertPredictionHeadTransform`.
+#[derive(Module, Debug)]
+pub struct BertPredictionHeadTransform<B: Backend> {
+    /// `[hidden → hidden]`.
+    pub dense: Linear<B>,
+    #[module(skip)]
+    act: HiddenAct,
+    /// HF `LayerNorm`.
+    pub layer_norm: LayerNorm<B>,
+}
+
+/// HF `BertLMPredictionHead`; the decoder weight is the word embedding matrix.
+#[derive(Module, Debug)]
+pub struct BertLmPredictionHead<B: Backend> {
+    /// Dense, activation, LayerNorm.
+    pub transform: BertPredictionHeadTransform<B>,
+    /// `[vocab_size]` output bias (HF `cls.predictions.bias`).
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+/// HF `BertOnlyMLMHead`.
+#[derive(Module, Debug)]
+pub struct BertOnlyMlmHead<B: Backend> {
+    /// The prediction head.
+    pub predictions: BertLmPredictionHead<B>,
+}
+
+/// HF `BertForMaskedLM`, decoder tied to the word embeddings.
+#[derive(Module, Debug)]
+pub struct BertForMaskedLM<B: Backend> {
+    /// The encoder (without pooler).
+    pub bert: BertModel<B>,
+    /// HF `cls`.
+    pub cls: BertOnlyMlmHead<B>,
+}
+
+impl<B: Backend> BertForMaskedLM<B> {
+    /// `[batch, seq, vocab]` logits.
+    pub fn forward(&self, input: BertInput<B>) -> Tensor<B, 3> {
+        let hidden = self.bert.forward(input).last_hidden_state;
+        let [b, l, h] = hidden.dims();
+        let t = &self.cls.predictions.transform;
+        let x = t.layer_norm.forward(t.act.forward(t.dense.forward(hidden)));
+        let decoder = self.bert.embeddings.word_embeddings.weight.val(); // [vocab, hidden]
+        let vocab = decoder.dims()[0];
+        let logits = x.reshape([b * l, h]).matmul(decoder.transpose())
+            + self.cls.predictions.bias.val().reshape([1, vocab]);
+        logits.reshape([b, l, vocab])
+    }
+
+    /// HF's MLM loss: cross entropy over positions whose label is not -100.
+    pub fn loss(&self, logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        let [b, l, v] = logits.dims();
+        cross_entropy(
+            logits.reshape([b * l, v]),
+            labels.reshape([b * l]),
+            &CrossEntropyOptions::default(),
+            Some(-100),
+        )
+    }
+}

@@ -1,0 +1,100 @@
+//! # zhbert-model
+//!
+//! BERT for burn, numerically the same as HF `transformers`' `modeling_bert.py`:
+//! [`BertModel`], [`BertForSequenceClassification`] and [`BertForMaskedLM`],
+//! generic over any burn [`Backend`](burn::tensor::backend::Backend), with HF
+//! checkpoint import (`model.safetensors`, `pytorch_model.bin`) and export.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use burn::backend::Flex;
+//! use zhbert_model::{load_classifier, BertInput, LoadOptions};
+//!
+//! let device = Default::default();
+//! let (model, config, report) =
+//!     load_classifier::<Flex>("my-model".as_ref(), &LoadOptions::default(), &device).unwrap();
+//! println!("{report}");
+//! let input = BertInput::from_ids(&[2, 7, 3], &[0, 0, 0], &[1, 1, 1], 1, 3, &device);
+//! let logits = model.forward(input); // [1, num_labels]
+//! # let _ = (logits, config);
+//! ```
+//!
+//! ## Feature flags
+//!
+//! None: the crate instantiates no backend. Pick one in the binary (`burn/flex`,
+//! `burn/ndarray`, `burn/wgpu`, `burn/cuda`).
+//!
+//! ## Layout
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`config`] | `config.json` ([`BertConfig`]) |
+//! | [`bert`] | the model, one file, named like HF's keys |
+//! | [`checkpoint`] | import and export of HF weights, [`LoadReport`] |
+
+pub mod bert;
+pub mod checkpoint;
+pub mod config;
+
+pub use bert::{
+    classification_loss, cross_entropy, BertForMaskedLM, BertForSequenceClassification,
+    BertInput, BertModel, BertOutput, CrossEntropyOptions, Labels,
+};
+pub use checkpoint::{
+    find_weights, hf_name, load_base, load_classifier, load_classifier_with_config, load_masked_lm, load_weights_file,
+    save_classifier, save_safetensors, CheckpointFormat, LoadOptions, LoadReport,
+};
+pub use config::{BertConfig, HiddenAct, ProblemType};
+
+use std::path::{Path, PathBuf};
+
+/// Errors of this crate; every message names the file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file's content does not fit.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ModelError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub(crate) fn invalid(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            path: path.as_ref().into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Writes a file atomically (temporary file in the same folder, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ModelError::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| ModelError::io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| ModelError::io(path, e))?;
+    tmp.persist(path).map_err(|e| ModelError::io(path, e.error))?;
+    Ok(())
+}

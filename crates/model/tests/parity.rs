@@ -1,0 +1,220 @@
+//! The model against PyTorch `transformers` on the fixtures of
+//! `tests/fixtures/make_fixtures.py`: hidden states, pooled output, logits,
+//! losses and every parameter's gradient.
+
+mod common;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use common::*;
+use zhbert_model::*;
+
+type B = Flex;
+type AB = Autodiff<Flex>;
+
+fn tiny_dir() -> std::path::PathBuf {
+    fixtures().join("tiny-bert")
+}
+
+fn input<Bk: Backend>(e: &Expected, device: &Bk::Device) -> BertInput<Bk> {
+    BertInput {
+        input_ids: e.int_tensor(&"input_ids", device),
+        token_type_ids: Some(e.int_tensor("token_type_ids", device)),
+        attention_mask: Some(e.int_tensor("attention_mask", device)),
+    }
+}
+
+/// Loads the tiny classifier from one of its two weight files.
+fn tiny_from(file: &str, config: BertConfig) -> (BertForSequenceClassification<B>, LoadReport) {
+    let device = Default::default();
+    let mut model = config.init_classifier::<B>(&device);
+    let report = load_weights_file(&mut model, &tiny_dir().join(file)).unwrap();
+    (model, report)
+}
+
+#[test]
+fn tiny_bert_forward_matches_pytorch_from_both_formats() {
+    let e = Expected::open(tiny_dir().join("expected.safetensors"));
+    let config = BertConfig::from_file(tiny_dir().join("config.json")).unwrap();
+    let device = Default::default();
+    for file in ["model.safetensors", "pytorch_model.bin"] {
+        let (model, report) = tiny_from(file, config.clone());
+        assert_eq!(report.loaded.len(), 41, "{file}: {report}");
+        assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{report:?}");
+        let out = model.bert.forward(input(&e, &device));
+        assert_close(
+            &format!("{file} last_hidden_state"),
+            &to_vec(out.last_hidden_state),
+            &e.f32("last_hidden_state"),
+            1e-4,
+        );
+        assert_close(
+            &format!("{file} pooler_output"),
+            &to_vec(out.pooler_output.unwrap()),
+            &e.f32("pooler_output"),
+            1e-4,
+        );
+        let logits = model.forward(input(&e, &device));
+        assert_close(&format!("{file} logits"), &to_vec(logits.clone()), &e.f32("logits"), 1e-4);
+
+        let loss = classification_loss(
+            logits.clone(),
+            Labels::Classes(e.int_tensor("labels", &device)),
+            &CrossEntropyOptions::default(),
+        );
+        assert_close("loss", &to_vec(loss), &e.f32("loss"), 1e-5);
+        let multi = classification_loss(
+            logits,
+            Labels::MultiHot(e.float_tensor("multi_labels", &device)),
+            &CrossEntropyOptions::default(),
+        );
+        assert_close("loss_multi_label", &to_vec(multi), &e.f32("loss_multi_label"), 1e-5);
+    }
+}
+
+#[test]
+fn activations_gelu_new_and_relu_match_pytorch() {
+    let e = Expected::open(tiny_dir().join("expected.safetensors"));
+    let device = Default::default();
+    let gelu = e.f32("logits");
+    for (act, key) in [(HiddenAct::GeluNew, "logits.gelu_new"), (HiddenAct::Relu, "logits.relu")] {
+        let mut config = BertConfig::from_file(tiny_dir().join("config.json")).unwrap();
+        config.hidden_act = act;
+        let (model, _) = tiny_from("model.safetensors", config);
+        let want = e.f32(key);
+        let got = to_vec(model.forward(input(&e, &device)));
+        // gelu and gelu_new differ by ~1e-4 here: the bound must be well below
+        // that distance or the test could not tell them apart.
+        let tol = 1e-5;
+        assert!(max_abs_diff(&gelu, &want) > 4.0 * tol, "{key}: reference too close to gelu to tell");
+        assert_close(key, &got, &want, tol);
+    }
+}
+
+/// Collects the gradient of every float parameter with its HF name.
+struct Grads<'a> {
+    grads: &'a <AB as AutodiffBackend>::Gradients,
+    path: Vec<String>,
+    out: Vec<(String, Vec<f32>)>,
+}
+
+impl ModuleVisitor<AB> for Grads<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        let name = hf_name(&self.path.join("."));
+        let grad = param
+            .val()
+            .grad(self.grads)
+            .unwrap_or_else(|| panic!("{name} has no gradient"));
+        // burn keeps linear weights as [in, out]; torch as [out, in].
+        let grad = if D == 2 && !name.contains("embeddings") {
+            to_vec(grad.transpose())
+        } else {
+            to_vec(grad)
+        };
+        self.out.push((name, grad));
+    }
+}
+
+#[test]
+fn gradients_of_every_parameter_match_pytorch() {
+    let e = Expected::open(tiny_dir().join("expected.safetensors"));
+    let mut config = BertConfig::from_file(tiny_dir().join("config.json")).unwrap();
+    // PyTorch computed them in eval mode: no dropout.
+    config.hidden_dropout_prob = 0.0;
+    config.attention_probs_dropout_prob = 0.0;
+    let device = Default::default();
+    let mut model = config.init_classifier::<AB>(&device);
+    load_weights_file(&mut model, &tiny_dir().join("model.safetensors")).unwrap();
+    let logits = model.forward(input(&e, &device));
+    let loss = classification_loss(
+        logits,
+        Labels::Classes(e.int_tensor("labels", &device)),
+        &CrossEntropyOptions::default(),
+    );
+    assert_close("loss (autodiff)", &to_vec(loss.clone()), &e.f32("loss"), 1e-5);
+    let grads = loss.backward();
+    let mut visitor = Grads {
+        grads: &grads,
+        path: vec![],
+        out: vec![],
+    };
+    model.visit(&mut visitor);
+    let expected: Vec<String> = e.names().into_iter().filter(|n| n.starts_with("grad.")).collect();
+    assert_eq!(visitor.out.len(), expected.len(), "one gradient per parameter");
+    for (name, got) in visitor.out {
+        let want = e.f32(&format!("grad.{name}"));
+        let diff: f32 = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
+        let norm: f32 = want.iter().map(|b| b * b).sum::<f32>().sqrt();
+        if name.ends_with("attention.self.key.bias") {
+            // Analytically zero: adding b to every key adds q·b to a whole row of
+            // scores, which softmax ignores. Both sides hold rounding noise only.
+            let ours: f32 = got.iter().map(|a| a * a).sum::<f32>().sqrt();
+            assert!(ours < 1e-5 && norm < 1e-5, "{name}: {ours:e} vs {norm:e}, expected ~0");
+            continue;
+        }
+        let rel = diff / norm.max(1e-12);
+        assert!(norm > 1e-5, "{name}: a near-zero reference gradient proves nothing");
+        assert!(rel <= 1e-4, "{name}: relative gradient error {rel:e}");
+    }
+}
+
+#[test]
+fn masked_lm_matches_pytorch_from_both_formats() {
+    let dir = fixtures().join("tiny-bert-mlm");
+    let e = Expected::open(dir.join("expected.safetensors"));
+    let config = BertConfig::from_file(dir.join("config.json")).unwrap();
+    let device = Default::default();
+    for file in ["model.safetensors", "pytorch_model.bin"] {
+        let mut model = config.init_masked_lm::<B>(&device);
+        let report = load_weights_file(&mut model, &dir.join(file)).unwrap();
+        assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{file}: {report:?}");
+        let logits = model.forward(input(&e, &device));
+        assert_close(&format!("{file} mlm_logits"), &to_vec(logits.clone()), &e.f32("mlm_logits"), 1e-4);
+        let loss = model.loss(logits, e.int_tensor("mlm_labels", &device));
+        assert_close("mlm_loss", &to_vec(loss), &e.f32("mlm_loss"), 1e-5);
+    }
+    // The folder loader reads the same thing.
+    let (model, _, _) = load_masked_lm::<B>(&dir, &device).unwrap();
+    let logits = model.forward(input(&e, &device));
+    assert_close("load_masked_lm", &to_vec(logits), &e.f32("mlm_logits"), 1e-4);
+}
+
+#[test]
+fn minilm_hidden_states_and_logits_match_pytorch() {
+    let dir = minilm_dir();
+    let e = Expected::open(fixtures().join("minilm/expected.safetensors"));
+    let device = Default::default();
+    let (base, _, report) = load_base::<B>(&dir, &device).unwrap();
+    assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{report:?}");
+    let out = base.forward(input(&e, &device));
+    assert_close("minilm last_hidden_state", &to_vec(out.last_hidden_state), &e.f32("last_hidden_state"), 1e-4);
+    assert_close("minilm pooler_output", &to_vec(out.pooler_output.unwrap()), &e.f32("pooler_output"), 1e-4);
+
+    // A base checkpoint for classification: body loaded, head fresh ...
+    let options = LoadOptions {
+        labels: Some(vec!["a".into(), "b".into()]),
+        allow_fresh_head: true,
+    };
+    let (mut model, config, report) = load_classifier::<B>(&dir, &options, &device).unwrap();
+    assert!(report.fresh_head);
+    let mut missing = report.missing.clone();
+    missing.sort();
+    assert_eq!(missing, vec!["classifier.bias", "classifier.weight"]);
+    assert_eq!(config.labels(), vec!["a", "b"]);
+    // ... then the head PyTorch drew, from the fixture: same logits.
+    load_weights_file(&mut model, &fixtures().join("minilm/expected.safetensors")).unwrap();
+    let logits = model.forward(input(&e, &device));
+    assert_close("minilm logits", &to_vec(logits), &e.f32("logits"), 1e-4);
+
+    // Without permission, a missing head is an error, not a silent random head.
+    let err = load_classifier::<B>(&dir, &LoadOptions::default(), &device).unwrap_err();
+    assert!(err.to_string().contains("no classification head"), "{err}");
+}

@@ -1,0 +1,721 @@
+//! # zhbert-tokenizer
+//!
+//! The BERT WordPiece tokenizer of `transformers`, for Chinese text, on the Rust
+//! [`tokenizers`] crate. It gives the same ids as the pure-Python reference
+//! (`BertTokenizerLegacy`), including the `longest_first` truncation of text pairs,
+//! which `tokenizers` itself breaks ties for differently.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use zhbert_tokenizer::{BertTokenizer, Padding};
+//!
+//! let tokenizer = BertTokenizer::from_dir("my-model").unwrap();
+//! let one = tokenizer.encode("这本书很好看", None, Some(128)).unwrap();
+//! assert_eq!(one.input_ids[0], tokenizer.cls_id());
+//!
+//! let batch = tokenizer
+//!     .encode_batch(&[("质量不错", None), ("太慢了", None)], Some(128), Padding::Longest)
+//!     .unwrap();
+//! assert_eq!(batch.input_ids.len(), batch.batch_size * batch.seq_len);
+//! ```
+//!
+//! ## What it reads
+//!
+//! | file | when |
+//! | --- | --- |
+//! | `tokenizer.json` | preferred when present, as `AutoTokenizer` does |
+//! | `vocab.txt` | otherwise; BERT WordPiece with the basic tokenizer's rules |
+//! | `tokenizer_config.json` | optional: `do_lower_case`, `tokenize_chinese_chars`, `strip_accents`, `model_max_length` |
+//!
+//! [`build_char_vocab`] makes a Chinese character vocabulary from raw text, for
+//! models trained from scratch.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{Encoding, Normalizer, PreTokenizer, Tokenizer, TruncationDirection};
+
+/// Everything that can go wrong while loading or using a tokenizer. Each message
+/// names the file or the input it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file was read but its content is not what was expected.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The folder holds neither `tokenizer.json` nor `vocab.txt`.
+    #[error("{0}: no tokenizer.json or vocab.txt in this folder")]
+    NotFound(PathBuf),
+    /// An error from the `tokenizers` crate while encoding or decoding.
+    #[error("tokenizer: {0}")]
+    Tokenizers(String),
+    /// A request that cannot be satisfied, such as `max_length` smaller than the special tokens.
+    #[error("{0}")]
+    Request(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, TokenizerError>;
+
+fn tk_err(e: impl std::fmt::Display) -> TokenizerError {
+    TokenizerError::Tokenizers(e.to_string())
+}
+
+/// The settings of HF's `tokenizer_config.json` that change how text is split.
+///
+/// Unknown fields are ignored; missing fields take BERT's defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenizerConfig {
+    /// Lowercase the text (and strip accents unless `strip_accents` says otherwise).
+    #[serde(default = "yes")]
+    pub do_lower_case: bool,
+    /// Put spaces around every CJK character so each becomes its own token.
+    #[serde(default = "yes")]
+    pub tokenize_chinese_chars: bool,
+    /// `None` follows `do_lower_case`, as in BERT.
+    #[serde(default)]
+    pub strip_accents: Option<bool>,
+    /// The longest input the model accepts, used when no `max_length` is given.
+    #[serde(default = "default_max_len")]
+    pub model_max_length: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_len() -> usize {
+    512
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        Self {
+            do_lower_case: true,
+            tokenize_chinese_chars: true,
+            strip_accents: None,
+            model_max_length: default_max_len(),
+        }
+    }
+}
+
+impl TokenizerConfig {
+    /// Reads `tokenizer_config.json`. Absurd `model_max_length` values that HF writes
+    /// for "no limit" (`1e30`) are kept as `usize::MAX`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = fs::read_to_string(path).map_err(|source| TokenizerError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| TokenizerError::Invalid {
+                path: path.into(),
+                message: format!("not valid JSON: {e}"),
+            })?;
+        // HF writes 1e30 (a float) for "unlimited"; serde would refuse it as usize.
+        if let Some(v) = value.get_mut("model_max_length") {
+            if let Some(f) = v.as_f64() {
+                *v = serde_json::json!(if f >= usize::MAX as f64 {
+                    usize::MAX
+                } else {
+                    f as usize
+                });
+            }
+        }
+        serde_json::from_value(value).map_err(|e| TokenizerError::Invalid {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// One encoded input: what BERT's forward pass takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids, `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`.
+    pub input_ids: Vec<u32>,
+    /// 0 for the first text and its special tokens, 1 for the second.
+    pub token_type_ids: Vec<u32>,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Vec<u32>,
+    /// How many tokens of the texts (not counting special tokens) truncation removed.
+    pub truncated_tokens: usize,
+}
+
+/// How a batch is padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// To the longest sequence in the batch (HF `padding="longest"`).
+    Longest,
+    /// To this fixed length (HF `padding="max_length"`); longer inputs must be truncated first.
+    Fixed(usize),
+}
+
+/// A padded batch, row-major `[batch_size, seq_len]`, ready for a tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Number of rows.
+    pub batch_size: usize,
+    /// Length of every row after padding.
+    pub seq_len: usize,
+    /// `[batch_size * seq_len]` token ids.
+    pub input_ids: Vec<u32>,
+    /// `[batch_size * seq_len]` segment ids.
+    pub token_type_ids: Vec<u32>,
+    /// `[batch_size * seq_len]` 1 for real tokens, 0 for padding.
+    pub attention_mask: Vec<u32>,
+    /// Per row: tokens removed by truncation.
+    pub truncated_tokens: Vec<usize>,
+}
+
+/// A BERT WordPiece tokenizer.
+#[derive(Clone)]
+pub struct BertTokenizer {
+    inner: Tokenizer,
+    config: TokenizerConfig,
+    cls_id: u32,
+    sep_id: u32,
+    pad_id: u32,
+}
+
+impl std::fmt::Debug for BertTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BertTokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// The special tokens of BERT, in the names HF uses.
+pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+impl BertTokenizer {
+    /// Loads from an HF model folder: `tokenizer.json` when present, else `vocab.txt`
+    /// with `tokenizer_config.json` (when present).
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config_path = dir.join("tokenizer_config.json");
+        let config = if config_path.is_file() {
+            TokenizerConfig::from_file(&config_path)?
+        } else {
+            TokenizerConfig::default()
+        };
+        let json = dir.join("tokenizer.json");
+        let vocab = dir.join("vocab.txt");
+        if json.is_file() {
+            let mut tok = Self::from_tokenizer_json(&json)?;
+            tok.config = config;
+            Ok(tok)
+        } else if vocab.is_file() {
+            Self::from_vocab_file(&vocab, config)
+        } else {
+            Err(TokenizerError::NotFound(dir.into()))
+        }
+    }
+
+    /// Builds BERT's tokenizer from a WordPiece `vocab.txt`, with the basic
+    /// tokenizer's rules as `config` sets them.
+    pub fn from_vocab_file(path: impl AsRef<Path>, config: TokenizerConfig) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = fs::read(path).map_err(|source| TokenizerError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| TokenizerError::Invalid {
+            path: path.into(),
+            message: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+        })?;
+        let vocab: Vec<String> = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .collect();
+        Self::from_vocab(&vocab, config).map_err(|e| match e {
+            TokenizerError::Request(message) => TokenizerError::Invalid {
+                path: path.into(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Builds the tokenizer from vocabulary entries in id order.
+    pub fn from_vocab(vocab: &[String], config: TokenizerConfig) -> Result<Self> {
+        let mut seen = std::collections::HashSet::with_capacity(vocab.len());
+        for (i, token) in vocab.iter().enumerate() {
+            // transformers keeps the last id of a duplicated line and would silently
+            // shift every id after it: refuse such a vocabulary instead.
+            if !seen.insert(token.as_str()) {
+                return Err(TokenizerError::Request(format!(
+                    "vocabulary line {}: token {:?} appears twice",
+                    i + 1,
+                    token
+                )));
+            }
+        }
+        for special in ["[UNK]", "[CLS]", "[SEP]", "[PAD]"] {
+            if !seen.contains(special) {
+                return Err(TokenizerError::Request(format!(
+                    "vocabulary has no {special} token"
+                )));
+            }
+        }
+        let map = WordPiece::read_bytes(vocab.join("\n").as_bytes()).map_err(tk_err)?;
+        let wordpiece = WordPiece::builder()
+            .vocab(map)
+            .unk_token("[UNK]".into())
+            .continuing_subword_prefix("##".into())
+            .max_input_chars_per_word(100)
+            .build()
+            .map_err(tk_err)?;
+        let mut inner = Tokenizer::new(wordpiece);
+        inner
+            .with_normalizer(Some(BertNormalizer::new(
+                true,
+                config.tokenize_chinese_chars,
+                config.strip_accents,
+                config.do_lower_case,
+            )))
+            .map_err(tk_err)?;
+        inner.with_pre_tokenizer(Some(BertPreTokenizer));
+        inner.with_decoder(Some(WordPieceDecoder::default()));
+        Self::finish(inner, config)
+    }
+
+    /// Loads a `tokenizer.json` written by HF `tokenizers`. Its own truncation and
+    /// padding settings are ignored: they are chosen per call here.
+    pub fn from_tokenizer_json(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut inner = Tokenizer::from_file(path).map_err(|e| TokenizerError::Invalid {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        inner.with_truncation(None).map_err(tk_err)?;
+        inner.with_padding(None);
+        Self::finish(inner, TokenizerConfig::default()).map_err(|e| match e {
+            TokenizerError::Request(message) => TokenizerError::Invalid {
+                path: path.into(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    fn finish(mut inner: Tokenizer, config: TokenizerConfig) -> Result<Self> {
+        let id = |t: &str| {
+            inner
+                .token_to_id(t)
+                .ok_or_else(|| TokenizerError::Request(format!("vocabulary has no {t} token")))
+        };
+        let (cls_id, sep_id, pad_id) = (id("[CLS]")?, id("[SEP]")?, id("[PAD]")?);
+        // The special tokens are added here (not by `tokenizers`' truncation) so
+        // that pairs are truncated exactly like the Python reference.
+        inner.with_post_processor(Some(BertProcessing::new(
+            ("[SEP]".into(), sep_id),
+            ("[CLS]".into(), cls_id),
+        )));
+        Ok(Self {
+            inner,
+            config,
+            cls_id,
+            sep_id,
+            pad_id,
+        })
+    }
+
+    /// The settings this tokenizer splits text with.
+    pub fn config(&self) -> &TokenizerConfig {
+        &self.config
+    }
+    /// Number of entries in the vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+    /// Id of `[CLS]`.
+    pub fn cls_id(&self) -> u32 {
+        self.cls_id
+    }
+    /// Id of `[SEP]`.
+    pub fn sep_id(&self) -> u32 {
+        self.sep_id
+    }
+    /// Id of `[PAD]`.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+    /// Id of a token, if it is in the vocabulary.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+    /// The underlying `tokenizers` tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    /// Splits text into WordPiece tokens, without special tokens.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<String>> {
+        let enc = self.inner.encode(text, false).map_err(tk_err)?;
+        Ok(enc.get_tokens().to_vec())
+    }
+
+    /// Encodes one text or a text pair, adding `[CLS]`/`[SEP]`. With `max_length`,
+    /// the texts are truncated `longest_first` as in `transformers`: one token at a
+    /// time from the longer text, from the second text on ties.
+    pub fn encode(&self, text: &str, pair: Option<&str>, max_length: Option<usize>) -> Result<Encoded> {
+        let first = self.inner.encode(text, false).map_err(tk_err)?;
+        let second = match pair {
+            Some(p) => Some(self.inner.encode(p, false).map_err(tk_err)?),
+            None => None,
+        };
+        let (first, second, truncated_tokens) = truncate_longest_first(first, second, max_length)?;
+        let enc = self
+            .inner
+            .post_process(first, second, true)
+            .map_err(tk_err)?;
+        Ok(Encoded {
+            input_ids: enc.get_ids().to_vec(),
+            token_type_ids: enc.get_type_ids().to_vec(),
+            attention_mask: enc.get_attention_mask().to_vec(),
+            truncated_tokens,
+        })
+    }
+
+    /// Encodes many inputs in parallel (rayon) and pads them into one batch.
+    pub fn encode_batch<S: AsRef<str> + Sync>(
+        &self,
+        inputs: &[(S, Option<S>)],
+        max_length: Option<usize>,
+        padding: Padding,
+    ) -> Result<Batch> {
+        let encoded: Vec<Encoded> = inputs
+            .par_iter()
+            .map(|(a, b)| self.encode(a.as_ref(), b.as_ref().map(|s| s.as_ref()), max_length))
+            .collect::<Result<_>>()?;
+        self.pad(&encoded, padding)
+    }
+
+    /// Pads already encoded inputs into one batch (HF's `DataCollatorWithPadding`).
+    pub fn pad(&self, encoded: &[Encoded], padding: Padding) -> Result<Batch> {
+        let longest = encoded.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+        let seq_len = match padding {
+            Padding::Longest => longest,
+            Padding::Fixed(n) if n >= longest => n,
+            Padding::Fixed(n) => {
+                return Err(TokenizerError::Request(format!(
+                    "an input has {longest} tokens, more than the fixed padding length {n}: truncate with max_length"
+                )))
+            }
+        };
+        let n = encoded.len() * seq_len;
+        let mut batch = Batch {
+            batch_size: encoded.len(),
+            seq_len,
+            input_ids: Vec::with_capacity(n),
+            token_type_ids: Vec::with_capacity(n),
+            attention_mask: Vec::with_capacity(n),
+            truncated_tokens: Vec::with_capacity(encoded.len()),
+        };
+        for e in encoded {
+            let pad = seq_len - e.input_ids.len();
+            batch.input_ids.extend(&e.input_ids);
+            batch.input_ids.extend(std::iter::repeat_n(self.pad_id, pad));
+            batch.token_type_ids.extend(&e.token_type_ids);
+            batch.token_type_ids.extend(std::iter::repeat_n(0, pad));
+            batch.attention_mask.extend(&e.attention_mask);
+            batch.attention_mask.extend(std::iter::repeat_n(0, pad));
+            batch.truncated_tokens.push(e.truncated_tokens);
+        }
+        Ok(batch)
+    }
+
+    /// Turns ids back into text, as HF `decode` does (WordPiece pieces joined,
+    /// spaces cleaned up).
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special_tokens).map_err(tk_err)
+    }
+
+    /// Writes `vocab.txt`, `tokenizer.json`, `tokenizer_config.json` and
+    /// `special_tokens_map.json` into `dir`, so both zhbert and `transformers` load it.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        fs::create_dir_all(dir).map_err(|source| TokenizerError::Io {
+            path: dir.into(),
+            source,
+        })?;
+        let mut vocab: Vec<(String, u32)> = self.inner.get_vocab(true).into_iter().collect();
+        vocab.sort_by_key(|(_, id)| *id);
+        let mut text = String::new();
+        for (token, _) in &vocab {
+            text.push_str(token);
+            text.push('\n');
+        }
+        write_atomic(&dir.join("vocab.txt"), text.as_bytes())?;
+        let json = self.inner.to_string(true).map_err(tk_err)?;
+        write_atomic(&dir.join("tokenizer.json"), json.as_bytes())?;
+        let config = serde_json::json!({
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": self.config.do_lower_case,
+            "tokenize_chinese_chars": self.config.tokenize_chinese_chars,
+            "strip_accents": self.config.strip_accents,
+            "model_max_length": self.config.model_max_length,
+            "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+            "cls_token": "[CLS]", "mask_token": "[MASK]",
+        });
+        write_atomic(
+            &dir.join("tokenizer_config.json"),
+            serde_json::to_string_pretty(&config).unwrap().as_bytes(),
+        )?;
+        let special = serde_json::json!({
+            "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+            "cls_token": "[CLS]", "mask_token": "[MASK]",
+        });
+        write_atomic(
+            &dir.join("special_tokens_map.json"),
+            serde_json::to_string_pretty(&special).unwrap().as_bytes(),
+        )?;
+        Ok(())
+    }
+}
+
+/// `transformers`' `longest_first`: remove one token at a time from the longer
+/// text, from the second on ties, until both fit `max_length` with the special tokens.
+fn truncate_longest_first(
+    mut first: Encoding,
+    mut second: Option<Encoding>,
+    max_length: Option<usize>,
+) -> Result<(Encoding, Option<Encoding>, usize)> {
+    let Some(max_length) = max_length else {
+        return Ok((first, second, 0));
+    };
+    let specials = if second.is_some() { 3 } else { 2 };
+    let budget = max_length.checked_sub(specials).ok_or_else(|| {
+        TokenizerError::Request(format!(
+            "max_length {max_length} leaves no room for the {specials} special tokens"
+        ))
+    })?;
+    let (mut a, mut b) = (first.len(), second.as_ref().map_or(0, |s| s.len()));
+    let removed = (a + b).saturating_sub(budget);
+    if removed == 0 {
+        return Ok((first, second, 0));
+    }
+    // Closed form of the one-at-a-time loop: first bring the longer down to the
+    // shorter, then alternate, the second text giving up a token first.
+    let mut left = removed;
+    if a > b {
+        let d = (a - b).min(left);
+        a -= d;
+        left -= d;
+    } else if b > a {
+        let d = (b - a).min(left);
+        b -= d;
+        left -= d;
+    }
+    if left > 0 {
+        // Now a == b (or one is empty only when both are).
+        b -= left.div_ceil(2);
+        a -= left / 2;
+    }
+    first.truncate(a, 0, TruncationDirection::Right);
+    if let Some(s) = second.as_mut() {
+        s.truncate(b, 0, TruncationDirection::Right);
+    }
+    Ok((first, second, removed))
+}
+
+/// Writes a file atomically: to a temporary file beside it, then renamed over it,
+/// so a crash never leaves half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| TokenizerError::Io {
+        path: path.into(),
+        source,
+    };
+    let tmp = path.with_extension(format!(
+        "{}.tmp{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    let mut f = fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io)
+}
+
+/// Builds a character vocabulary from raw text, for a BERT trained from scratch.
+///
+/// The text is split by BERT's basic tokenizer (as `config` sets it: clean text,
+/// CJK characters apart, lowercase and accents, punctuation and whitespace). Each
+/// token's first character counts as `c` and each following character as `##c`,
+/// so words in Latin script are still spelled out by WordPiece. Entries seen at
+/// least `min_count` times are kept, most frequent first (ties in code point
+/// order), at most `max_size` of them, after BERT's five special tokens.
+pub fn build_char_vocab<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+    config: &TokenizerConfig,
+    min_count: usize,
+    max_size: usize,
+) -> Result<Vec<String>> {
+    let normalizer = BertNormalizer::new(
+        true,
+        config.tokenize_chinese_chars,
+        config.strip_accents,
+        config.do_lower_case,
+    );
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for text in texts {
+        let mut pre = tokenizers::PreTokenizedString::from(text);
+        pre.normalize(|n| normalizer.normalize(n)).map_err(tk_err)?;
+        BertPreTokenizer.pre_tokenize(&mut pre).map_err(tk_err)?;
+        for (word, _, _) in pre.get_splits(
+            tokenizers::OffsetReferential::Original,
+            tokenizers::OffsetType::Char,
+        ) {
+            for (i, c) in word.chars().enumerate() {
+                let key = if i == 0 { c.to_string() } else { format!("##{c}") };
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+    }
+    let mut kept: Vec<(String, usize)> = counts
+        .into_iter()
+        .filter(|(t, n)| *n >= min_count && !SPECIAL_TOKENS.contains(&t.as_str()))
+        .collect();
+    kept.sort_by(|(ta, na), (tb, nb)| nb.cmp(na).then_with(|| ta.cmp(tb)));
+    kept.truncate(max_size);
+    Ok(SPECIAL_TOKENS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(kept.into_iter().map(|(t, _)| t))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> BertTokenizer {
+        let vocab: Vec<String> = SPECIAL_TOKENS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["好", "书", "很", "看", "a", "##b", "b"].map(String::from))
+            .collect();
+        BertTokenizer::from_vocab(&vocab, TokenizerConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn truncation_matches_the_one_at_a_time_rule() {
+        // Simulate transformers' loop and compare with the closed form on every small case.
+        let t = tiny();
+        for a in 0..9usize {
+            for b in 0..9usize {
+                for max_length in 3..14usize {
+                    let ta = "好".repeat(a);
+                    let tb = "书".repeat(b);
+                    let got = t.encode(&ta, Some(&tb), Some(max_length)).unwrap();
+                    let (mut ea, mut eb) = (a, b);
+                    while ea + eb + 3 > max_length {
+                        if ea > eb {
+                            ea -= 1
+                        } else {
+                            eb -= 1
+                        }
+                    }
+                    let count = |id| got.input_ids.iter().filter(|&&x| x == id).count();
+                    assert_eq!(
+                        (count(5), count(6)),
+                        (ea, eb),
+                        "a={a} b={b} max={max_length}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_pads_with_mask() {
+        let t = tiny();
+        let b = t
+            .encode_batch(&[("很好看", None), ("书", Some("ab"))], None, Padding::Longest)
+            .unwrap();
+        assert_eq!((b.batch_size, b.seq_len), (2, 6));
+        assert_eq!(b.input_ids, vec![2, 7, 5, 8, 3, 0, 2, 6, 3, 9, 10, 3]);
+        assert_eq!(b.token_type_ids, vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(b.attention_mask, vec![1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1]);
+        assert!(t
+            .encode_batch(&[("很好看", None)], None, Padding::Fixed(3))
+            .is_err());
+    }
+
+    #[test]
+    fn too_small_max_length_is_an_error_not_a_panic() {
+        let err = tiny().encode("好", Some("书"), Some(2)).unwrap_err();
+        assert!(err.to_string().contains("max_length 2"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_and_missing_specials_are_refused() {
+        let v: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "好", "好"]
+            .map(String::from)
+            .to_vec();
+        assert!(BertTokenizer::from_vocab(&v, TokenizerConfig::default())
+            .unwrap_err()
+            .to_string()
+            .contains("appears twice"));
+        let v: Vec<String> = ["[PAD]", "[UNK]", "[CLS]"].map(String::from).to_vec();
+        assert!(BertTokenizer::from_vocab(&v, TokenizerConfig::default())
+            .unwrap_err()
+            .to_string()
+            .contains("[SEP]"));
+    }
+
+    #[test]
+    fn char_vocab_counts_first_and_following_chars() {
+        let v = build_char_vocab(
+            ["好书 AB ab", "好 好", "书!"],
+            &TokenizerConfig::default(),
+            2,
+            100,
+        )
+        .unwrap();
+        // 好 x3, 书 x2, a x2, ##b x2; "!" once is dropped.
+        assert_eq!(&v[5..], &["好", "##b", "a", "书"]);
+    }
+
+    #[test]
+    fn save_and_reload_gives_the_same_ids() {
+        let t = tiny();
+        let dir = std::env::temp_dir().join(format!("zhbert-tok-{}", std::process::id()));
+        t.save(&dir).unwrap();
+        let from_json = BertTokenizer::from_dir(&dir).unwrap();
+        let from_vocab =
+            BertTokenizer::from_vocab_file(dir.join("vocab.txt"), TokenizerConfig::default())
+                .unwrap();
+        for text in ["很好看的书", "AB b", ""] {
+            let want = t.encode(text, None, None).unwrap();
+            assert_eq!(from_json.encode(text, None, None).unwrap(), want);
+            assert_eq!(from_vocab.encode(text, None, None).unwrap(), want);
+        }
+        fs::remove_dir_all(dir).ok();
+    }
+}
