@@ -375,7 +375,10 @@ impl BertTokenizer {
 
     /// Splits text into WordPiece tokens, without special tokens.
     pub fn tokenize(&self, text: &str) -> Result<Vec<String>> {
-        let enc = self.inner.encode(text, false).map_err(tk_err)?;
+        let enc = self
+            .inner
+            .encode(final_sigma(text, &self.config)?.as_ref(), false)
+            .map_err(tk_err)?;
         Ok(enc.get_tokens().to_vec())
     }
 
@@ -383,11 +386,13 @@ impl BertTokenizer {
     /// the texts are truncated `longest_first` as in `transformers`: one token at a
     /// time from the longer text, from the second text on ties.
     pub fn encode(&self, text: &str, pair: Option<&str>, max_length: Option<usize>) -> Result<Encoded> {
-        let first = self.inner.encode(text, false).map_err(tk_err)?;
-        let second = match pair {
-            Some(p) => Some(self.inner.encode(p, false).map_err(tk_err)?),
-            None => None,
+        let split = |t: &str| {
+            self.inner
+                .encode(final_sigma(t, &self.config)?.as_ref(), false)
+                .map_err(tk_err)
         };
+        let first = split(text)?;
+        let second = pair.map(split).transpose()?;
         let (first, second, truncated_tokens) = truncate_longest_first(first, second, max_length)?;
         let enc = self
             .inner
@@ -498,6 +503,22 @@ impl BertTokenizer {
     }
 }
 
+/// Python's `str.lower()` turns a word-final `Σ` into `ς`; `tokenizers` lowercases
+/// one character at a time and always gives `σ`. For the (rare) texts with a
+/// capital sigma, lowercase the cleaned text with Rust's `to_lowercase`, which
+/// applies the same Unicode final-sigma rule, before the normal pipeline. Cleaning
+/// first matters: a removed control character can join a sigma to the next letter.
+fn final_sigma<'a>(text: &'a str, config: &TokenizerConfig) -> Result<std::borrow::Cow<'a, str>> {
+    if !config.do_lower_case || !text.contains('\u{3a3}') {
+        return Ok(std::borrow::Cow::Borrowed(text));
+    }
+    let mut cleaned = tokenizers::NormalizedString::from(text);
+    BertNormalizer::new(true, false, Some(false), false)
+        .normalize(&mut cleaned)
+        .map_err(tk_err)?;
+    Ok(std::borrow::Cow::Owned(cleaned.get().to_lowercase()))
+}
+
 /// `transformers`' `longest_first`: remove one token at a time from the longer
 /// text, from the second on ties, until both fit `max_length` with the special tokens.
 fn truncate_longest_first(
@@ -584,7 +605,7 @@ pub fn build_char_vocab<'a>(
     );
     let mut counts: HashMap<String, usize> = HashMap::new();
     for text in texts {
-        let mut pre = tokenizers::PreTokenizedString::from(text);
+        let mut pre = tokenizers::PreTokenizedString::from(final_sigma(text, config)?.as_ref());
         pre.normalize(|n| normalizer.normalize(n)).map_err(tk_err)?;
         BertPreTokenizer.pre_tokenize(&mut pre).map_err(tk_err)?;
         for (word, _, _) in pre.get_splits(
@@ -700,6 +721,15 @@ mod tests {
         .unwrap();
         // 好 x3, 书 x2, a x2, ##b x2; "!" once is dropped.
         assert_eq!(&v[5..], &["好", "##b", "a", "书"]);
+    }
+
+    #[test]
+    fn final_sigma_lowercases_like_python() {
+        let config = TokenizerConfig::default();
+        assert_eq!(final_sigma("ΟΔΟΣ Σ", &config).unwrap(), "οδος σ");
+        // The control character goes first, so the sigma is not word-final.
+        assert_eq!(final_sigma("ΑΣ\u{7}Α", &config).unwrap(), "ασα");
+        assert_eq!(final_sigma("好", &config).unwrap(), "好");
     }
 
     #[test]

