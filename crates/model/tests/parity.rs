@@ -218,3 +218,72 @@ fn minilm_hidden_states_and_logits_match_pytorch() {
     let err = load_classifier::<B>(&dir, &LoadOptions::default(), &device).unwrap_err();
     assert!(err.to_string().contains("no classification head"), "{err}");
 }
+
+/// The tensors of a safetensors file as (dtype, shape, bytes), by name.
+fn tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            (
+                name,
+                (format!("{:?}", view.dtype()), view.shape().to_vec(), view.data().to_vec()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn export_round_trip_is_bit_exact_for_both_source_formats() {
+    let device = Default::default();
+    let original = tensors(&tiny_dir().join("model.safetensors"));
+    for file in ["model.safetensors", "pytorch_model.bin"] {
+        let (model, _) = tiny_from(file, BertConfig::from_file(tiny_dir().join("config.json")).unwrap());
+        let out = tempfile::tempdir().unwrap();
+        let config = BertConfig::from_file(tiny_dir().join("config.json")).unwrap();
+        save_classifier(&model, &config, out.path()).unwrap();
+        // Same HF names, dtypes, shapes and bytes as the file transformers wrote.
+        assert_eq!(tensors(&out.path().join("model.safetensors")), original, "from {file}");
+        // And it loads back through the folder loader to the same outputs.
+        let (back, back_config, report) = load_classifier::<B>(out.path(), &LoadOptions::default(), &device).unwrap();
+        assert!(!report.fresh_head && report.missing.is_empty() && report.unexpected.is_empty());
+        assert_eq!(back_config.labels(), config.labels());
+        let e = Expected::open(tiny_dir().join("expected.safetensors"));
+        assert_eq!(to_vec(back.forward(input(&e, &device))), to_vec(model.forward(input(&e, &device))));
+    }
+}
+
+#[test]
+fn checkpoints_that_do_not_fit_are_clear_errors() {
+    let device = Default::default();
+    // A config whose hidden size disagrees with the weights.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BertConfig::from_file(tiny_dir().join("config.json")).unwrap();
+    config.intermediate_size = 48;
+    config.save(dir.path().join("config.json"), "BertForSequenceClassification").unwrap();
+    std::fs::copy(tiny_dir().join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    let err = load_classifier::<B>(dir.path(), &LoadOptions::default(), &device).unwrap_err().to_string();
+    assert!(
+        err.contains("tensor bert.encoder.layer.0.intermediate.dense.weight has shape [64, 32] in the checkpoint but the config needs [48, 32]"),
+        "{err}"
+    );
+    // A different label count: an error for prediction, a fresh head when allowed.
+    let labels: Vec<String> = ["a", "b"].map(String::from).to_vec();
+    let options = LoadOptions { labels: Some(labels), allow_fresh_head: false };
+    let err = load_classifier::<B>(&tiny_dir(), &options, &device).unwrap_err().to_string();
+    assert!(err.contains("classifier.weight has shape [3, 32], the labels need [2, 32]"), "{err}");
+    let options = LoadOptions { allow_fresh_head: true, ..options };
+    let (model, _, report) = load_classifier::<B>(&tiny_dir(), &options, &device).unwrap();
+    assert!(report.fresh_head);
+    assert_eq!(model.num_labels(), 2);
+    // No weights at all; a truncated file.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::copy(tiny_dir().join("config.json"), empty.path().join("config.json")).unwrap();
+    let err = load_classifier::<B>(empty.path(), &LoadOptions::default(), &device).unwrap_err().to_string();
+    assert!(err.contains("no model.safetensors or pytorch_model.bin"), "{err}");
+    let bytes = std::fs::read(tiny_dir().join("model.safetensors")).unwrap();
+    std::fs::write(empty.path().join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_classifier::<B>(empty.path(), &LoadOptions::default(), &device).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors: cannot read checkpoint"), "{err}");
+}

@@ -1,0 +1,229 @@
+//! Texts to predict on: plain text, CSV/TSV or JSONL, with errors that name the
+//! file and the line.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Errors of this crate: each names the file and, where there is one, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file cannot be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A line or record is malformed.
+    #[error("{path}:{line}: {message}")]
+    Bad {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file as a whole does not fit (missing column, no rows).
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How a file of texts is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextFormat {
+    /// One text per line.
+    Lines,
+    /// CSV with a header row.
+    Csv,
+    /// TSV with a header row.
+    Tsv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+impl TextFormat {
+    /// From the extension: `.csv`, `.tsv`, `.jsonl`/`.json`; anything else is one text per line.
+    pub fn from_path(path: &Path) -> Self {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("csv") => Self::Csv,
+            Some("tsv") => Self::Tsv,
+            Some("jsonl") | Some("json") | Some("ndjson") => Self::Jsonl,
+            _ => Self::Lines,
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
+    let io = |source| DataError::Io {
+        path: path.into(),
+        source,
+    };
+    if path == Path::new("-") {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    Ok(Box::new(std::fs::File::open(path).map_err(io)?))
+}
+
+/// Reads the texts of a file in order. `field` names the CSV column or JSON field.
+/// A line that is not UTF-8 is an error naming its line; so is a record without
+/// the field.
+pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<String>, DataError> {
+    let reader = open(path)?;
+    match format {
+        TextFormat::Lines | TextFormat::Jsonl => {
+            let mut texts = Vec::new();
+            let mut reader = BufReader::new(reader);
+            let mut buf = Vec::new();
+            let mut line_no = 0u64;
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).map_err(|source| DataError::Io {
+                    path: path.into(),
+                    source,
+                })?;
+                if n == 0 {
+                    break;
+                }
+                line_no += 1;
+                let bad = |message: String| DataError::Bad {
+                    path: path.into(),
+                    line: line_no,
+                    message,
+                };
+                let line = std::str::from_utf8(&buf)
+                    .map_err(|e| bad(format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to())))?;
+                let line = line.strip_suffix('\n').unwrap_or(line);
+                let line = line.strip_suffix('\r').unwrap_or(line);
+                let line = if line_no == 1 { line.trim_start_matches('\u{feff}') } else { line };
+                if format == TextFormat::Lines {
+                    texts.push(line.to_string());
+                    continue;
+                }
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let value: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+                match value.get(field) {
+                    Some(serde_json::Value::String(s)) => texts.push(s.clone()),
+                    Some(other) => return Err(bad(format!("field {field:?} is not a string but {other}"))),
+                    None => return Err(bad(format!("no field {field:?}"))),
+                }
+            }
+            Ok(texts)
+        }
+        TextFormat::Csv | TextFormat::Tsv => {
+            let mut csv = csv::ReaderBuilder::new()
+                .delimiter(if format == TextFormat::Tsv { b'\t' } else { b',' })
+                .flexible(false)
+                .from_reader(reader);
+            let headers = csv
+                .byte_headers()
+                .map_err(|e| csv_error(path, e))?
+                .clone();
+            let column = headers
+                .iter()
+                .position(|h| {
+                    let h = std::str::from_utf8(h).unwrap_or("");
+                    h.trim_start_matches('\u{feff}') == field
+                })
+                .ok_or_else(|| DataError::File {
+                    path: path.into(),
+                    message: format!(
+                        "no column {field:?} in the header (columns: {})",
+                        headers
+                            .iter()
+                            .map(|h| String::from_utf8_lossy(h).into_owned())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
+            let mut texts = Vec::new();
+            for record in csv.byte_records() {
+                let record = record.map_err(|e| csv_error(path, e))?;
+                let line = record.position().map_or(0, |p| p.line());
+                let cell = record.get(column).unwrap_or_default();
+                let text = std::str::from_utf8(cell).map_err(|e| DataError::Bad {
+                    path: path.into(),
+                    line,
+                    message: format!("column {field:?} is not valid UTF-8 (byte {})", e.valid_up_to()),
+                })?;
+                texts.push(text.to_string());
+            }
+            Ok(texts)
+        }
+    }
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> DataError {
+    let line = e.position().map_or(0, |p| p.line());
+    match e.kind() {
+        csv::ErrorKind::Io(_) => DataError::File {
+            path: path.into(),
+            message: e.to_string(),
+        },
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => DataError::Bad {
+            path: path.into(),
+            line,
+            message: format!("{len} fields where the header has {expected_len}"),
+        },
+        _ => DataError::Bad {
+            path: path.into(),
+            line,
+            message: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn reads_the_three_layouts() {
+        let (_d, p) = file("a.txt", "\u{feff}好评\r\n\n差评\n".as_bytes());
+        assert_eq!(read_texts(&p, TextFormat::from_path(&p), "text").unwrap(), vec!["好评", "", "差评"]);
+        let (_d, p) = file("a.csv", "id,text\n1,\"好,评\"\n2,差评\n".as_bytes());
+        assert_eq!(read_texts(&p, TextFormat::from_path(&p), "text").unwrap(), vec!["好,评", "差评"]);
+        let (_d, p) = file("a.jsonl", "{\"text\": \"好评\"}\n\n{\"text\": \"差评\", \"x\": 1}\n".as_bytes());
+        assert_eq!(read_texts(&p, TextFormat::from_path(&p), "text").unwrap(), vec!["好评", "差评"]);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let (_d, p) = file("a.txt", b"ok\n\xff\xfe bad\n");
+        let e = read_texts(&p, TextFormat::Lines, "text").unwrap_err().to_string();
+        assert!(e.ends_with("a.txt:2: not valid UTF-8 (byte 0 of the line)"), "{e}");
+        let (_d, p) = file("a.jsonl", b"{\"text\": \"x\"}\n{\"sentence\": \"y\"}\n");
+        let e = read_texts(&p, TextFormat::Jsonl, "text").unwrap_err().to_string();
+        assert!(e.ends_with("a.jsonl:2: no field \"text\""), "{e}");
+        let (_d, p) = file("a.csv", b"text,label\nx,1\ny\n");
+        let e = read_texts(&p, TextFormat::Csv, "text").unwrap_err().to_string();
+        assert!(e.ends_with("a.csv:3: 1 fields where the header has 2"), "{e}");
+        let (_d, p) = file("a.csv", b"sentence\nx\n");
+        let e = read_texts(&p, TextFormat::Csv, "text").unwrap_err().to_string();
+        assert!(e.contains("no column \"text\" in the header (columns: sentence)"), "{e}");
+        let e = read_texts(Path::new("/nonexistent/x.txt"), TextFormat::Lines, "text").unwrap_err().to_string();
+        assert!(e.starts_with("/nonexistent/x.txt: "), "{e}");
+    }
+}
