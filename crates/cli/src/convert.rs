@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::backend::Flex;
-use zhbert_model::{load_base, load_classifier, load_masked_lm, save_safetensors, BertConfig, LoadOptions};
+use zhbert_model::{
+    load_base, load_classifier, load_masked_lm, save_safetensors, BertConfig, LoadOptions,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
@@ -41,7 +43,8 @@ pub fn convert(src: &Path, dst: &Path) -> anyhow::Result<()> {
     let weights = dst.join("model.safetensors");
     let report = match arch.as_str() {
         "BertForSequenceClassification" => {
-            let (model, _, report) = load_classifier::<Flex>(src, &LoadOptions::default(), &device)?;
+            let (model, _, report) =
+                load_classifier::<Flex>(src, &LoadOptions::default(), &device)?;
             save_safetensors(&model, &weights)?;
             report
         }
@@ -58,15 +61,28 @@ pub fn convert(src: &Path, dst: &Path) -> anyhow::Result<()> {
     };
     tracing::info!("{report}");
     if !report.unexpected.is_empty() {
-        tracing::info!("not converted (unused by {arch}): {}", report.unexpected.join(", "));
+        tracing::info!(
+            "not converted (unused by {arch}): {}",
+            report.unexpected.join(", ")
+        );
     }
-    let arch = if arch == "BertForPreTraining" { "BertForMaskedLM".into() } else { arch };
+    let arch = if arch == "BertForPreTraining" {
+        "BertForMaskedLM".into()
+    } else {
+        arch
+    };
     config.save(dst.join("config.json"), &arch)?;
     let mut copied = 0;
-    for name in ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+    for name in [
+        "vocab.txt",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
         let from = src.join(name);
         if from.is_file() && src.canonicalize().ok() != dst.canonicalize().ok() {
-            let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            let bytes =
+                std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
             zhbert_model::write_atomic(&dst.join(name), &bytes)?;
             copied += 1;
         }

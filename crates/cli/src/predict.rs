@@ -72,7 +72,9 @@ struct OutputLine<'a> {
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let kind = args.backend.kind()?;
-    with_backend!(kind, args.backend.device, |B, device| predict::<B>(&args, &device))
+    with_backend!(kind, args.backend.device, |B, device| predict::<B>(
+        &args, &device
+    ))
 }
 
 fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result<()> {
@@ -107,7 +109,10 @@ fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result
         .collect();
     let start = std::time::Instant::now();
     let predictions = classify(&model, &tokenizer, &texts, &inference, device)?;
-    let truncated = predictions.iter().filter(|p| p.truncated_tokens > 0).count();
+    let truncated = predictions
+        .iter()
+        .filter(|p| p.truncated_tokens > 0)
+        .count();
     tracing::info!(
         "{} texts in {:.2}s ({:.1} texts/s){}",
         texts.len(),

@@ -16,7 +16,11 @@ fn minilm_dir() -> PathBuf {
     let dir = std::env::var_os("ZHBERT_MINILM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/assets/minilm"));
-    assert!(dir.is_dir(), "{} missing: run `cargo xtask assets`", dir.display());
+    assert!(
+        dir.is_dir(),
+        "{} missing: run `cargo xtask assets`",
+        dir.display()
+    );
     dir
 }
 
@@ -47,9 +51,16 @@ fn minilm_classifier(dir: &Path) {
         allow_fresh_head: true,
     };
     let (mut model, config, _) = load_classifier::<Flex>(&minilm_dir(), &options, &device).unwrap();
-    load_weights_file(&mut model, &root().join("tests/fixtures/minilm/expected.safetensors")).unwrap();
+    load_weights_file(
+        &mut model,
+        &root().join("tests/fixtures/minilm/expected.safetensors"),
+    )
+    .unwrap();
     save_classifier(&model, &config, dir).unwrap();
-    BertTokenizer::from_dir(minilm_dir()).unwrap().save(dir).unwrap();
+    BertTokenizer::from_dir(minilm_dir())
+        .unwrap()
+        .save(dir)
+        .unwrap();
 }
 
 #[test]
@@ -57,18 +68,39 @@ fn predict_on_an_exported_model_gives_pytorchs_logits() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     minilm_classifier(&model);
-    let texts: Vec<String> =
-        serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/minilm/texts.json")).unwrap()).unwrap();
+    let texts: Vec<String> = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/minilm/texts.json")).unwrap(),
+    )
+    .unwrap();
     let input = tmp.path().join("texts.jsonl");
-    let lines: Vec<String> = texts.iter().map(|t| serde_json::json!({ "text": t }).to_string()).collect();
+    let lines: Vec<String> = texts
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string())
+        .collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
     let output = tmp.path().join("out.jsonl");
     let run = zhbert(&[
-        "predict", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(),
-        "--output", output.to_str().unwrap(), "--batch-size", "5", "--top-k", "2",
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--batch-size",
+        "5",
+        "--top-k",
+        "2",
     ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let want = f32s(&root().join("tests/fixtures/minilm/expected.safetensors"), "logits");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let want = f32s(
+        &root().join("tests/fixtures/minilm/expected.safetensors"),
+        "logits",
+    );
     let got: Vec<serde_json::Value> = std::fs::read_to_string(&output)
         .unwrap()
         .lines()
@@ -79,9 +111,17 @@ fn predict_on_an_exported_model_gives_pytorchs_logits() {
         let logits: Vec<f32> = serde_json::from_value(line["logits"].clone()).unwrap();
         for (k, l) in logits.iter().enumerate() {
             let d = (l - want[i * 2 + k]).abs();
-            assert!(d <= 1e-4, "text {i} logit {k}: {l} vs {} (diff {d:e})", want[i * 2 + k]);
+            assert!(
+                d <= 1e-4,
+                "text {i} logit {k}: {l} vs {} (diff {d:e})",
+                want[i * 2 + k]
+            );
         }
-        let label = if want[i * 2] >= want[i * 2 + 1] { "neg" } else { "pos" };
+        let label = if want[i * 2] >= want[i * 2 + 1] {
+            "neg"
+        } else {
+            "pos"
+        };
         assert_eq!(line["label"], label);
         assert_eq!(line["top_k"].as_array().unwrap().len(), 2);
     }
@@ -99,12 +139,68 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     let o = out.to_str().unwrap();
     let base = minilm_dir();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["predict", "--model", m, "--input", bad_utf8.to_str().unwrap(), "--output", o], "bad.txt:2: not valid UTF-8"),
-        (vec!["predict", "--model", m, "--input", "/nonexistent/in.txt", "--output", o], "/nonexistent/in.txt: No such file"),
-        (vec!["predict", "--model", "/nonexistent/model", "--input", "x", "--output", o], "/nonexistent/model: no such folder"),
-        (vec!["predict", "--model", m, "--input", bad_utf8.to_str().unwrap(), "--max-length", "9999"], "--max-length 9999"),
-        (vec!["predict", "--model", m, "--input", "x", "--backend", "cuda"], "backend cuda is not compiled into this zhbert"),
-        (vec!["predict", "--model", base.to_str().unwrap(), "--input", bad_utf8.to_str().unwrap()], "it has no classification head"),
+        (
+            vec![
+                "predict",
+                "--model",
+                m,
+                "--input",
+                bad_utf8.to_str().unwrap(),
+                "--output",
+                o,
+            ],
+            "bad.txt:2: not valid UTF-8",
+        ),
+        (
+            vec![
+                "predict",
+                "--model",
+                m,
+                "--input",
+                "/nonexistent/in.txt",
+                "--output",
+                o,
+            ],
+            "/nonexistent/in.txt: No such file",
+        ),
+        (
+            vec![
+                "predict",
+                "--model",
+                "/nonexistent/model",
+                "--input",
+                "x",
+                "--output",
+                o,
+            ],
+            "/nonexistent/model: no such folder",
+        ),
+        (
+            vec![
+                "predict",
+                "--model",
+                m,
+                "--input",
+                bad_utf8.to_str().unwrap(),
+                "--max-length",
+                "9999",
+            ],
+            "--max-length 9999",
+        ),
+        (
+            vec!["predict", "--model", m, "--input", "x", "--backend", "cuda"],
+            "backend cuda is not compiled into this zhbert",
+        ),
+        (
+            vec![
+                "predict",
+                "--model",
+                base.to_str().unwrap(),
+                "--input",
+                bad_utf8.to_str().unwrap(),
+            ],
+            "it has no classification head",
+        ),
     ];
     for (args, want) in cases {
         let run = zhbert(&args);
@@ -112,7 +208,10 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
         assert_eq!(run.status.code(), Some(1), "{args:?}: {stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: one line, got {stderr}");
-        assert!(lines[0].starts_with("error: ") && lines[0].contains(want), "{args:?}: {stderr}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(want),
+            "{args:?}: {stderr}"
+        );
         assert!(!out.exists(), "no output file is left behind on error");
     }
 }
@@ -127,8 +226,18 @@ fn convert_pytorch_bin_gives_the_same_tensors_as_safetensors() {
         std::fs::copy(root().join("tests/fixtures/tiny-bert").join(f), src.join(f)).unwrap();
     }
     let dst = tmp.path().join("dst");
-    let run = zhbert(&["convert", "--from", src.to_str().unwrap(), "--to", dst.to_str().unwrap()]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = zhbert(&[
+        "convert",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        dst.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let read = |p: &Path| {
         let bytes = std::fs::read(p).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

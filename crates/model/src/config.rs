@@ -257,7 +257,8 @@ impl BertConfig {
     pub fn num_parameters(&self) -> usize {
         let h = self.hidden_size;
         let i = self.intermediate_size;
-        let emb = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
+        let emb =
+            (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
         // q, k, v, o; feed-forward in and out; two LayerNorms.
         let layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 2 * (2 * h);
         emb + self.num_hidden_layers * layer + (h * h + h)

@@ -38,12 +38,13 @@ pub mod checkpoint;
 pub mod config;
 
 pub use bert::{
-    classification_loss, cross_entropy, BertForMaskedLM, BertForSequenceClassification,
-    BertInput, BertModel, BertOutput, CrossEntropyOptions, Labels,
+    classification_loss, cross_entropy, BertForMaskedLM, BertForSequenceClassification, BertInput,
+    BertModel, BertOutput, CrossEntropyOptions, Labels,
 };
 pub use checkpoint::{
-    find_weights, hf_name, load_base, load_classifier, load_classifier_with_config, load_masked_lm, load_weights_file,
-    save_classifier, save_safetensors, CheckpointFormat, LoadOptions, LoadReport,
+    find_weights, hf_name, load_base, load_classifier, load_classifier_with_config, load_masked_lm,
+    load_weights_file, save_classifier, save_safetensors, CheckpointFormat, LoadOptions,
+    LoadReport,
 };
 pub use config::{BertConfig, HiddenAct, ProblemType};
 
@@ -94,7 +95,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ModelError::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| ModelError::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| ModelError::io(path, e))?;
-    tmp.persist(path).map_err(|e| ModelError::io(path, e.error))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| ModelError::io(path, e))?;
+    tmp.persist(path)
+        .map_err(|e| ModelError::io(path, e.error))?;
     Ok(())
 }

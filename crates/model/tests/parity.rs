@@ -42,7 +42,10 @@ fn tiny_bert_forward_matches_pytorch_from_both_formats() {
     for file in ["model.safetensors", "pytorch_model.bin"] {
         let (model, report) = tiny_from(file, config.clone());
         assert_eq!(report.loaded.len(), 41, "{file}: {report}");
-        assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{report:?}");
+        assert!(
+            report.missing.is_empty() && report.unexpected.is_empty(),
+            "{report:?}"
+        );
         let out = model.bert.forward(input(&e, &device));
         assert_close(
             &format!("{file} last_hidden_state"),
@@ -57,7 +60,12 @@ fn tiny_bert_forward_matches_pytorch_from_both_formats() {
             1e-4,
         );
         let logits = model.forward(input(&e, &device));
-        assert_close(&format!("{file} logits"), &to_vec(logits.clone()), &e.f32("logits"), 1e-4);
+        assert_close(
+            &format!("{file} logits"),
+            &to_vec(logits.clone()),
+            &e.f32("logits"),
+            1e-4,
+        );
 
         let loss = classification_loss(
             logits.clone(),
@@ -70,7 +78,12 @@ fn tiny_bert_forward_matches_pytorch_from_both_formats() {
             Labels::MultiHot(e.float_tensor("multi_labels", &device)),
             &CrossEntropyOptions::default(),
         );
-        assert_close("loss_multi_label", &to_vec(multi), &e.f32("loss_multi_label"), 1e-5);
+        assert_close(
+            "loss_multi_label",
+            &to_vec(multi),
+            &e.f32("loss_multi_label"),
+            1e-5,
+        );
     }
 }
 
@@ -79,7 +92,10 @@ fn activations_gelu_new_and_relu_match_pytorch() {
     let e = Expected::open(tiny_dir().join("expected.safetensors"));
     let device = Default::default();
     let gelu = e.f32("logits");
-    for (act, key) in [(HiddenAct::GeluNew, "logits.gelu_new"), (HiddenAct::Relu, "logits.relu")] {
+    for (act, key) in [
+        (HiddenAct::GeluNew, "logits.gelu_new"),
+        (HiddenAct::Relu, "logits.relu"),
+    ] {
         let mut config = BertConfig::from_file(tiny_dir().join("config.json")).unwrap();
         config.hidden_act = act;
         let (model, _) = tiny_from("model.safetensors", config);
@@ -88,7 +104,10 @@ fn activations_gelu_new_and_relu_match_pytorch() {
         // gelu and gelu_new differ by ~1e-4 here: the bound must be well below
         // that distance or the test could not tell them apart.
         let tol = 1e-5;
-        assert!(max_abs_diff(&gelu, &want) > 4.0 * tol, "{key}: reference too close to gelu to tell");
+        assert!(
+            max_abs_diff(&gelu, &want) > 4.0 * tol,
+            "{key}: reference too close to gelu to tell"
+        );
         assert_close(key, &got, &want, tol);
     }
 }
@@ -139,7 +158,12 @@ fn gradients_of_every_parameter_match_pytorch() {
         Labels::Classes(e.int_tensor("labels", &device)),
         &CrossEntropyOptions::default(),
     );
-    assert_close("loss (autodiff)", &to_vec(loss.clone()), &e.f32("loss"), 1e-5);
+    assert_close(
+        "loss (autodiff)",
+        &to_vec(loss.clone()),
+        &e.f32("loss"),
+        1e-5,
+    );
     let grads = loss.backward();
     let mut visitor = Grads {
         grads: &grads,
@@ -147,21 +171,40 @@ fn gradients_of_every_parameter_match_pytorch() {
         out: vec![],
     };
     model.visit(&mut visitor);
-    let expected: Vec<String> = e.names().into_iter().filter(|n| n.starts_with("grad.")).collect();
-    assert_eq!(visitor.out.len(), expected.len(), "one gradient per parameter");
+    let expected: Vec<String> = e
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("grad."))
+        .collect();
+    assert_eq!(
+        visitor.out.len(),
+        expected.len(),
+        "one gradient per parameter"
+    );
     for (name, got) in visitor.out {
         let want = e.f32(&format!("grad.{name}"));
-        let diff: f32 = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
+        let diff: f32 = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f32>()
+            .sqrt();
         let norm: f32 = want.iter().map(|b| b * b).sum::<f32>().sqrt();
         if name.ends_with("attention.self.key.bias") {
             // Analytically zero: adding b to every key adds q·b to a whole row of
             // scores, which softmax ignores. Both sides hold rounding noise only.
             let ours: f32 = got.iter().map(|a| a * a).sum::<f32>().sqrt();
-            assert!(ours < 1e-5 && norm < 1e-5, "{name}: {ours:e} vs {norm:e}, expected ~0");
+            assert!(
+                ours < 1e-5 && norm < 1e-5,
+                "{name}: {ours:e} vs {norm:e}, expected ~0"
+            );
             continue;
         }
         let rel = diff / norm.max(1e-12);
-        assert!(norm > 1e-5, "{name}: a near-zero reference gradient proves nothing");
+        assert!(
+            norm > 1e-5,
+            "{name}: a near-zero reference gradient proves nothing"
+        );
         assert!(rel <= 1e-4, "{name}: relative gradient error {rel:e}");
     }
 }
@@ -175,16 +218,29 @@ fn masked_lm_matches_pytorch_from_both_formats() {
     for file in ["model.safetensors", "pytorch_model.bin"] {
         let mut model = config.init_masked_lm::<B>(&device);
         let report = load_weights_file(&mut model, &dir.join(file)).unwrap();
-        assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{file}: {report:?}");
+        assert!(
+            report.missing.is_empty() && report.unexpected.is_empty(),
+            "{file}: {report:?}"
+        );
         let logits = model.forward(input(&e, &device));
-        assert_close(&format!("{file} mlm_logits"), &to_vec(logits.clone()), &e.f32("mlm_logits"), 1e-4);
+        assert_close(
+            &format!("{file} mlm_logits"),
+            &to_vec(logits.clone()),
+            &e.f32("mlm_logits"),
+            1e-4,
+        );
         let loss = model.loss(logits, e.int_tensor("mlm_labels", &device));
         assert_close("mlm_loss", &to_vec(loss), &e.f32("mlm_loss"), 1e-5);
     }
     // The folder loader reads the same thing.
     let (model, _, _) = load_masked_lm::<B>(&dir, &device).unwrap();
     let logits = model.forward(input(&e, &device));
-    assert_close("load_masked_lm", &to_vec(logits), &e.f32("mlm_logits"), 1e-4);
+    assert_close(
+        "load_masked_lm",
+        &to_vec(logits),
+        &e.f32("mlm_logits"),
+        1e-4,
+    );
 }
 
 #[test]
@@ -193,10 +249,23 @@ fn minilm_hidden_states_and_logits_match_pytorch() {
     let e = Expected::open(fixtures().join("minilm/expected.safetensors"));
     let device = Default::default();
     let (base, _, report) = load_base::<B>(&dir, &device).unwrap();
-    assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{report:?}");
+    assert!(
+        report.missing.is_empty() && report.unexpected.is_empty(),
+        "{report:?}"
+    );
     let out = base.forward(input(&e, &device));
-    assert_close("minilm last_hidden_state", &to_vec(out.last_hidden_state), &e.f32("last_hidden_state"), 1e-4);
-    assert_close("minilm pooler_output", &to_vec(out.pooler_output.unwrap()), &e.f32("pooler_output"), 1e-4);
+    assert_close(
+        "minilm last_hidden_state",
+        &to_vec(out.last_hidden_state),
+        &e.f32("last_hidden_state"),
+        1e-4,
+    );
+    assert_close(
+        "minilm pooler_output",
+        &to_vec(out.pooler_output.unwrap()),
+        &e.f32("pooler_output"),
+        1e-4,
+    );
 
     // A base checkpoint for classification: body loaded, head fresh ...
     let options = LoadOptions {
@@ -220,7 +289,9 @@ fn minilm_hidden_states_and_logits_match_pytorch() {
 }
 
 /// The tensors of a safetensors file as (dtype, shape, bytes), by name.
-fn tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+fn tensors(
+    path: &std::path::Path,
+) -> std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
@@ -228,7 +299,11 @@ fn tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, (String
         .map(|(name, view)| {
             (
                 name,
-                (format!("{:?}", view.dtype()), view.shape().to_vec(), view.data().to_vec()),
+                (
+                    format!("{:?}", view.dtype()),
+                    view.shape().to_vec(),
+                    view.data().to_vec(),
+                ),
             )
         })
         .collect()
@@ -239,18 +314,29 @@ fn export_round_trip_is_bit_exact_for_both_source_formats() {
     let device = Default::default();
     let original = tensors(&tiny_dir().join("model.safetensors"));
     for file in ["model.safetensors", "pytorch_model.bin"] {
-        let (model, _) = tiny_from(file, BertConfig::from_file(tiny_dir().join("config.json")).unwrap());
+        let (model, _) = tiny_from(
+            file,
+            BertConfig::from_file(tiny_dir().join("config.json")).unwrap(),
+        );
         let out = tempfile::tempdir().unwrap();
         let config = BertConfig::from_file(tiny_dir().join("config.json")).unwrap();
         save_classifier(&model, &config, out.path()).unwrap();
         // Same HF names, dtypes, shapes and bytes as the file transformers wrote.
-        assert_eq!(tensors(&out.path().join("model.safetensors")), original, "from {file}");
+        assert_eq!(
+            tensors(&out.path().join("model.safetensors")),
+            original,
+            "from {file}"
+        );
         // And it loads back through the folder loader to the same outputs.
-        let (back, back_config, report) = load_classifier::<B>(out.path(), &LoadOptions::default(), &device).unwrap();
+        let (back, back_config, report) =
+            load_classifier::<B>(out.path(), &LoadOptions::default(), &device).unwrap();
         assert!(!report.fresh_head && report.missing.is_empty() && report.unexpected.is_empty());
         assert_eq!(back_config.labels(), config.labels());
         let e = Expected::open(tiny_dir().join("expected.safetensors"));
-        assert_eq!(to_vec(back.forward(input(&e, &device))), to_vec(model.forward(input(&e, &device))));
+        assert_eq!(
+            to_vec(back.forward(input(&e, &device))),
+            to_vec(model.forward(input(&e, &device)))
+        );
     }
 }
 
@@ -261,29 +347,69 @@ fn checkpoints_that_do_not_fit_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = BertConfig::from_file(tiny_dir().join("config.json")).unwrap();
     config.intermediate_size = 48;
-    config.save(dir.path().join("config.json"), "BertForSequenceClassification").unwrap();
-    std::fs::copy(tiny_dir().join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
-    let err = load_classifier::<B>(dir.path(), &LoadOptions::default(), &device).unwrap_err().to_string();
+    config
+        .save(
+            dir.path().join("config.json"),
+            "BertForSequenceClassification",
+        )
+        .unwrap();
+    std::fs::copy(
+        tiny_dir().join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let err = load_classifier::<B>(dir.path(), &LoadOptions::default(), &device)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("tensor bert.encoder.layer.0.intermediate.dense.weight has shape [64, 32] in the checkpoint but the config needs [48, 32]"),
         "{err}"
     );
     // A different label count: an error for prediction, a fresh head when allowed.
     let labels: Vec<String> = ["a", "b"].map(String::from).to_vec();
-    let options = LoadOptions { labels: Some(labels), allow_fresh_head: false };
-    let err = load_classifier::<B>(&tiny_dir(), &options, &device).unwrap_err().to_string();
-    assert!(err.contains("classifier.weight has shape [3, 32], the labels need [2, 32]"), "{err}");
-    let options = LoadOptions { allow_fresh_head: true, ..options };
+    let options = LoadOptions {
+        labels: Some(labels),
+        allow_fresh_head: false,
+    };
+    let err = load_classifier::<B>(&tiny_dir(), &options, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("classifier.weight has shape [3, 32], the labels need [2, 32]"),
+        "{err}"
+    );
+    let options = LoadOptions {
+        allow_fresh_head: true,
+        ..options
+    };
     let (model, _, report) = load_classifier::<B>(&tiny_dir(), &options, &device).unwrap();
     assert!(report.fresh_head);
     assert_eq!(model.num_labels(), 2);
     // No weights at all; a truncated file.
     let empty = tempfile::tempdir().unwrap();
-    std::fs::copy(tiny_dir().join("config.json"), empty.path().join("config.json")).unwrap();
-    let err = load_classifier::<B>(empty.path(), &LoadOptions::default(), &device).unwrap_err().to_string();
-    assert!(err.contains("no model.safetensors or pytorch_model.bin"), "{err}");
+    std::fs::copy(
+        tiny_dir().join("config.json"),
+        empty.path().join("config.json"),
+    )
+    .unwrap();
+    let err = load_classifier::<B>(empty.path(), &LoadOptions::default(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no model.safetensors or pytorch_model.bin"),
+        "{err}"
+    );
     let bytes = std::fs::read(tiny_dir().join("model.safetensors")).unwrap();
-    std::fs::write(empty.path().join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-    let err = load_classifier::<B>(empty.path(), &LoadOptions::default(), &device).unwrap_err().to_string();
-    assert!(err.contains("model.safetensors: cannot read checkpoint"), "{err}");
+    std::fs::write(
+        empty.path().join("model.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    let err = load_classifier::<B>(empty.path(), &LoadOptions::default(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors: cannot read checkpoint"),
+        "{err}"
+    );
 }

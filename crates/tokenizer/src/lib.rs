@@ -385,7 +385,12 @@ impl BertTokenizer {
     /// Encodes one text or a text pair, adding `[CLS]`/`[SEP]`. With `max_length`,
     /// the texts are truncated `longest_first` as in `transformers`: one token at a
     /// time from the longer text, from the second text on ties.
-    pub fn encode(&self, text: &str, pair: Option<&str>, max_length: Option<usize>) -> Result<Encoded> {
+    pub fn encode(
+        &self,
+        text: &str,
+        pair: Option<&str>,
+        max_length: Option<usize>,
+    ) -> Result<Encoded> {
         let split = |t: &str| {
             self.inner
                 .encode(final_sigma(t, &self.config)?.as_ref(), false)
@@ -444,7 +449,9 @@ impl BertTokenizer {
         for e in encoded {
             let pad = seq_len - e.input_ids.len();
             batch.input_ids.extend(&e.input_ids);
-            batch.input_ids.extend(std::iter::repeat_n(self.pad_id, pad));
+            batch
+                .input_ids
+                .extend(std::iter::repeat_n(self.pad_id, pad));
             batch.token_type_ids.extend(&e.token_type_ids);
             batch.token_type_ids.extend(std::iter::repeat_n(0, pad));
             batch.attention_mask.extend(&e.attention_mask);
@@ -613,7 +620,11 @@ pub fn build_char_vocab<'a>(
             tokenizers::OffsetType::Char,
         ) {
             for (i, c) in word.chars().enumerate() {
-                let key = if i == 0 { c.to_string() } else { format!("##{c}") };
+                let key = if i == 0 {
+                    c.to_string()
+                } else {
+                    format!("##{c}")
+                };
                 *counts.entry(key).or_default() += 1;
             }
         }
@@ -677,7 +688,11 @@ mod tests {
     fn batch_pads_with_mask() {
         let t = tiny();
         let b = t
-            .encode_batch(&[("很好看", None), ("书", Some("ab"))], None, Padding::Longest)
+            .encode_batch(
+                &[("很好看", None), ("书", Some("ab"))],
+                None,
+                Padding::Longest,
+            )
             .unwrap();
         assert_eq!((b.batch_size, b.seq_len), (2, 6));
         assert_eq!(b.input_ids, vec![2, 7, 5, 8, 3, 0, 2, 6, 3, 9, 10, 3]);

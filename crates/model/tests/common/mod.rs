@@ -16,7 +16,9 @@ pub fn fixtures() -> PathBuf {
 pub fn minilm_dir() -> PathBuf {
     let dir = std::env::var_os("ZHBERT_MINILM_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/assets/minilm"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/assets/minilm")
+        });
     assert!(
         dir.join("model.safetensors").is_file(),
         "MiniLM checkpoint not found in {}: run `cargo xtask assets` (or set ZHBERT_MINILM_DIR)",
@@ -43,7 +45,11 @@ impl Expected {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.st().names().into_iter().map(|s| s.to_string()).collect()
+        self.st()
+            .names()
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     pub fn shape(&self, name: &str) -> Vec<usize> {
@@ -52,7 +58,9 @@ impl Expected {
 
     pub fn f32(&self, name: &str) -> Vec<f32> {
         let st = self.st();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture has no tensor {name}"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("fixture has no tensor {name}"));
         assert_eq!(t.dtype(), Dtype::F32, "{name}");
         t.data()
             .chunks_exact(4)
@@ -62,7 +70,9 @@ impl Expected {
 
     pub fn i64(&self, name: &str) -> Vec<i64> {
         let st = self.st();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture has no tensor {name}"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("fixture has no tensor {name}"));
         assert_eq!(t.dtype(), Dtype::I64, "{name}");
         t.data()
             .chunks_exact(8)
@@ -70,12 +80,20 @@ impl Expected {
             .collect()
     }
 
-    pub fn int_tensor<B: Backend, const D: usize>(&self, name: &str, device: &B::Device) -> Tensor<B, D, Int> {
+    pub fn int_tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        device: &B::Device,
+    ) -> Tensor<B, D, Int> {
         let shape: [usize; D] = self.shape(name).try_into().unwrap();
         Tensor::<B, 1, Int>::from_data(self.i64(name).as_slice(), device).reshape(shape)
     }
 
-    pub fn float_tensor<B: Backend, const D: usize>(&self, name: &str, device: &B::Device) -> Tensor<B, D> {
+    pub fn float_tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        device: &B::Device,
+    ) -> Tensor<B, D> {
         let shape: [usize; D] = self.shape(name).try_into().unwrap();
         Tensor::<B, 1>::from_data(self.f32(name).as_slice(), device).reshape(shape)
     }
@@ -96,7 +114,10 @@ pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
 
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32) {
     let d = max_abs_diff(got, want);
-    assert!(got.iter().all(|x| x.is_finite()), "{what}: non-finite values");
+    assert!(
+        got.iter().all(|x| x.is_finite()),
+        "{what}: non-finite values"
+    );
     assert!(d <= atol, "{what}: max abs diff {d:e} > {atol:e}");
     eprintln!("{what}: max abs diff {d:e}");
 }

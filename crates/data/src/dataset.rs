@@ -1,0 +1,547 @@
+//! Labelled datasets: CSV/TSV with a header, headerless `text<TAB>label` with
+//! `class.txt` (the Chinese-Text-Classification-Pytorch layout), and JSONL
+//! (CLUE style), with a hygiene report.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use crate::input::DataError;
+
+/// One labelled text (or text pair).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Example {
+    /// The text.
+    pub text: String,
+    /// The second text of a pair task.
+    pub text_pair: Option<String>,
+    /// Index into [`Dataset::labels`].
+    pub label: usize,
+}
+
+/// Where the text and label are in each record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    /// Column (CSV/TSV) or field (JSONL) of the text.
+    pub text: String,
+    /// Column of the second text of a pair task, if any.
+    pub text_pair: Option<String>,
+    /// Column of the label.
+    pub label: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Self {
+            text: "text".into(),
+            text_pair: None,
+            label: "label".into(),
+        }
+    }
+}
+
+/// File layouts of labelled data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFormat {
+    /// CSV with a header row.
+    Csv,
+    /// TSV with a header row.
+    Tsv,
+    /// One JSON object per line.
+    Jsonl,
+    /// Headerless `text<TAB>label` lines; labels are ids into `class.txt` when that
+    /// file sits beside the data, else names.
+    TextTab,
+}
+
+impl DataFormat {
+    /// From the extension: `.csv`, `.tsv`, `.jsonl`/`.json`, and `.txt` as [`DataFormat::TextTab`].
+    pub fn from_path(path: &Path) -> Result<Self, DataError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase());
+        Ok(match ext.as_deref() {
+            Some("csv") => Self::Csv,
+            Some("tsv") => Self::Tsv,
+            Some("jsonl") | Some("json") | Some("ndjson") => Self::Jsonl,
+            Some("txt") => Self::TextTab,
+            _ => {
+                return Err(DataError::File {
+                    path: path.into(),
+                    message: "cannot tell the format from the extension: use .csv, .tsv, .jsonl or .txt (text<TAB>label)".into(),
+                })
+            }
+        })
+    }
+}
+
+/// What to do with a malformed row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BadRows {
+    /// Stop with an error naming file and line (the default).
+    #[default]
+    Fail,
+    /// Skip it and count it in the report.
+    Skip,
+}
+
+/// How a file is read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Layout; `None` decides from the extension.
+    pub format: Option<DataFormat>,
+    /// Where text and label are.
+    pub columns: Columns,
+    /// Malformed rows: fail or skip.
+    pub bad_rows: BadRows,
+    /// The label set when it is already known (dev and test files): any other
+    /// label is a bad row. `None` collects the labels from the file.
+    pub known_labels: Option<Vec<String>>,
+}
+
+/// What loading a file found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HygieneReport {
+    /// The file.
+    pub file: PathBuf,
+    /// Data rows read (header excluded).
+    pub rows_read: usize,
+    /// Malformed rows skipped, with `file:line: reason` (only with [`BadRows::Skip`]).
+    pub bad_rows: Vec<String>,
+    /// Rows identical to an earlier row (text, pair and label), removed.
+    pub duplicates_removed: usize,
+    /// Distinct texts seen with more than one label; every row of them is dropped.
+    pub conflicting_texts_dropped: usize,
+    /// Rows whose text was empty or only whitespace, dropped.
+    pub empty_dropped: usize,
+    /// Examples kept per label.
+    pub class_counts: BTreeMap<String, usize>,
+}
+
+impl fmt::Display for HygieneReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kept: usize = self.class_counts.values().sum();
+        write!(
+            f,
+            "{}: {} rows read, {} kept; {} duplicates removed, {} conflicting texts dropped, {} empty dropped, {} bad rows skipped; classes: {}",
+            self.file.display(),
+            self.rows_read,
+            kept,
+            self.duplicates_removed,
+            self.conflicting_texts_dropped,
+            self.empty_dropped,
+            self.bad_rows.len(),
+            self.class_counts
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// A labelled dataset and the names of its labels (id order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataset {
+    /// The examples, in file order after cleaning.
+    pub examples: Vec<Example>,
+    /// Label names; `Example::label` indexes this.
+    pub labels: Vec<String>,
+}
+
+impl Dataset {
+    /// Examples per label, in label order.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.labels.len()];
+        for e in &self.examples {
+            counts[e.label] += 1;
+        }
+        counts
+    }
+}
+
+/// A raw record before label resolution.
+struct Row {
+    line: u64,
+    text: String,
+    text_pair: Option<String>,
+    label: String,
+}
+
+fn bad(path: &Path, line: u64, message: impl Into<String>) -> DataError {
+    DataError::Bad {
+        path: path.into(),
+        line,
+        message: message.into(),
+    }
+}
+
+/// Reads a labelled file, cleans it and reports what it did.
+pub fn read_dataset(path: &Path, options: &ReadOptions) -> Result<(Dataset, HygieneReport), DataError> {
+    let format = match options.format {
+        Some(f) => f,
+        None => DataFormat::from_path(path)?,
+    };
+    let mut report = HygieneReport {
+        file: path.into(),
+        ..Default::default()
+    };
+    let mut rows = Vec::new();
+    let mut on_bad = |e: DataError, report: &mut HygieneReport| -> Result<(), DataError> {
+        match options.bad_rows {
+            BadRows::Fail => Err(e),
+            BadRows::Skip => {
+                report.bad_rows.push(e.to_string());
+                Ok(())
+            }
+        }
+    };
+    let mut class_txt: Option<Vec<String>> = None;
+    match format {
+        DataFormat::Csv | DataFormat::Tsv => read_delimited(path, format, options, &mut rows, &mut report, &mut on_bad)?,
+        DataFormat::Jsonl => read_jsonl(path, options, &mut rows, &mut report, &mut on_bad)?,
+        DataFormat::TextTab => {
+            class_txt = read_class_txt(path)?;
+            read_text_tab(path, &mut rows, &mut report, &mut on_bad)?
+        }
+    }
+
+    // Labels: ids into class.txt, a known set, or collected from the file.
+    let labels: Vec<String> = if let Some(known) = &options.known_labels {
+        known.clone()
+    } else if let Some(classes) = &class_txt {
+        classes.clone()
+    } else {
+        let mut seen: Vec<String> = rows.iter().map(|r| r.label.clone()).collect::<HashSet<_>>().into_iter().collect();
+        // Integer labels in numeric order, names in code point order: stable across runs.
+        if seen.iter().all(|l| l.parse::<i64>().is_ok()) {
+            seen.sort_by_key(|l| l.parse::<i64>().unwrap());
+        } else {
+            seen.sort();
+        }
+        seen
+    };
+    let index: HashMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    let mut examples = Vec::with_capacity(rows.len());
+    let mut lines = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = match &class_txt {
+            Some(classes) if options.known_labels.is_none() => row
+                .label
+                .parse::<usize>()
+                .ok()
+                .filter(|&i| i < classes.len()),
+            _ => index.get(row.label.as_str()).copied(),
+        };
+        let Some(label) = id else {
+            let message = match &class_txt {
+                Some(c) if options.known_labels.is_none() => format!("label {:?} is not an id of class.txt (0..{})", row.label, c.len()),
+                _ => format!("unknown label {:?} (known: {})", row.label, labels.join(", ")),
+            };
+            on_bad(bad(path, row.line, message), &mut report)?;
+            continue;
+        };
+        if row.text.trim().is_empty() {
+            report.empty_dropped += 1;
+            continue;
+        }
+        lines.push(row.line);
+        examples.push(Example {
+            text: row.text,
+            text_pair: row.text_pair,
+            label,
+        });
+    }
+    let examples = clean(examples, &mut report);
+    let dataset = Dataset { examples, labels };
+    for (name, n) in dataset.labels.iter().zip(dataset.class_counts()) {
+        report.class_counts.insert(name.clone(), n);
+    }
+    if dataset.examples.is_empty() {
+        return Err(DataError::File {
+            path: path.into(),
+            message: format!("no usable examples ({} rows read)", report.rows_read),
+        });
+    }
+    Ok((dataset, report))
+}
+
+/// Removes exact duplicates (keeping the first), then every row of a text seen
+/// with more than one label; counts both in the report.
+pub fn clean(mut examples: Vec<Example>, report: &mut HygieneReport) -> Vec<Example> {
+    let mut seen = HashSet::new();
+    let before = examples.len();
+    examples.retain(|e| seen.insert(e.clone()));
+    report.duplicates_removed += before - examples.len();
+    let mut labels_of: HashMap<(&str, Option<&str>), HashSet<usize>> = HashMap::new();
+    for e in &examples {
+        labels_of
+            .entry((e.text.as_str(), e.text_pair.as_deref()))
+            .or_default()
+            .insert(e.label);
+    }
+    let conflicting: HashSet<(String, Option<String>)> = labels_of
+        .into_iter()
+        .filter(|(_, l)| l.len() > 1)
+        .map(|((t, p), _)| (t.to_string(), p.map(String::from)))
+        .collect();
+    report.conflicting_texts_dropped += conflicting.len();
+    examples.retain(|e| !conflicting.contains(&(e.text.clone(), e.text_pair.clone())));
+    examples
+}
+
+type OnBad<'a> = dyn FnMut(DataError, &mut HygieneReport) -> Result<(), DataError> + 'a;
+
+fn open(path: &Path) -> Result<std::fs::File, DataError> {
+    std::fs::File::open(path).map_err(|source| DataError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+fn read_delimited(
+    path: &Path,
+    format: DataFormat,
+    options: &ReadOptions,
+    rows: &mut Vec<Row>,
+    report: &mut HygieneReport,
+    on_bad: &mut OnBad<'_>,
+) -> Result<(), DataError> {
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(if format == DataFormat::Tsv { b'\t' } else { b',' })
+        .flexible(true)
+        .from_reader(open(path)?);
+    let headers: Vec<String> = csv
+        .byte_headers()
+        .map_err(|e| DataError::File {
+            path: path.into(),
+            message: format!("cannot read the header: {e}"),
+        })?
+        .iter()
+        .map(|h| String::from_utf8_lossy(h).trim_start_matches('\u{feff}').to_string())
+        .collect();
+    let col = |name: &str| {
+        headers.iter().position(|h| h == name).ok_or_else(|| DataError::File {
+            path: path.into(),
+            message: format!("no column {name:?} in the header (columns: {})", headers.join(", ")),
+        })
+    };
+    let c = &options.columns;
+    let (text_col, label_col) = (col(&c.text)?, col(&c.label)?);
+    let pair_col = c.text_pair.as_deref().map(col).transpose()?;
+    for record in csv.byte_records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                on_bad(bad(path, line, e.to_string()), report)?;
+                continue;
+            }
+        };
+        report.rows_read += 1;
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() != headers.len() {
+            on_bad(bad(path, line, format!("{} fields where the header has {}", record.len(), headers.len())), report)?;
+            continue;
+        }
+        let field = |i: usize, name: &str| {
+            std::str::from_utf8(&record[i])
+                .map(String::from)
+                .map_err(|e| bad(path, line, format!("column {name:?} is not valid UTF-8 (byte {})", e.valid_up_to())))
+        };
+        let parsed = (|| {
+            Ok::<_, DataError>(Row {
+                line,
+                text: field(text_col, &c.text)?,
+                text_pair: pair_col.map(|i| field(i, c.text_pair.as_deref().unwrap())).transpose()?,
+                label: field(label_col, &c.label)?.trim().to_string(),
+            })
+        })();
+        match parsed {
+            Ok(row) => rows.push(row),
+            Err(e) => on_bad(e, report)?,
+        }
+    }
+    Ok(())
+}
+
+/// Reads lines as bytes so that a line that is not UTF-8 is reported with its number.
+pub(crate) fn for_each_line(path: &Path, mut f: impl FnMut(u64, Result<&str, DataError>) -> Result<(), DataError>) -> Result<(), DataError> {
+    let mut reader = BufReader::new(open(path)?);
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(|source| DataError::Io {
+            path: path.into(),
+            source,
+        })?;
+        if n == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let line = std::str::from_utf8(&buf)
+            .map(|l| {
+                let l = l.strip_suffix('\n').unwrap_or(l);
+                let l = l.strip_suffix('\r').unwrap_or(l);
+                if line_no == 1 { l.trim_start_matches('\u{feff}') } else { l }
+            })
+            .map_err(|e| bad(path, line_no, format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to())));
+        f(line_no, line)?;
+    }
+}
+
+fn read_jsonl(
+    path: &Path,
+    options: &ReadOptions,
+    rows: &mut Vec<Row>,
+    report: &mut HygieneReport,
+    on_bad: &mut OnBad<'_>,
+) -> Result<(), DataError> {
+    let c = &options.columns;
+    for_each_line(path, |line, text| {
+        let parsed = text.and_then(|text| {
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            report.rows_read += 1;
+            let value: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| bad(path, line, format!("not valid JSON: {e}")))?;
+            let string = |name: &str| match value.get(name) {
+                Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+                Some(other) => Err(bad(path, line, format!("field {name:?} is {other}, not a string or number"))),
+                None => Err(bad(path, line, format!("no field {name:?}"))),
+            };
+            Ok(Some(Row {
+                line,
+                text: string(&c.text)?,
+                text_pair: c.text_pair.as_deref().map(string).transpose()?,
+                label: string(&c.label)?,
+            }))
+        });
+        match parsed {
+            Ok(Some(row)) => rows.push(row),
+            Ok(None) => {}
+            Err(e) => on_bad(e, report)?,
+        }
+        Ok(())
+    })
+}
+
+fn read_text_tab(path: &Path, rows: &mut Vec<Row>, report: &mut HygieneReport, on_bad: &mut OnBad<'_>) -> Result<(), DataError> {
+    for_each_line(path, |line, text| {
+        let parsed = text.and_then(|text| {
+            if text.is_empty() {
+                return Ok(None);
+            }
+            report.rows_read += 1;
+            // The label is after the last tab: texts may contain tabs, labels do not.
+            let (t, label) = text
+                .rsplit_once('\t')
+                .ok_or_else(|| bad(path, line, "no tab: expected text<TAB>label"))?;
+            Ok(Some(Row {
+                line,
+                text: t.to_string(),
+                text_pair: None,
+                label: label.trim().to_string(),
+            }))
+        });
+        match parsed {
+            Ok(Some(row)) => rows.push(row),
+            Ok(None) => {}
+            Err(e) => on_bad(e, report)?,
+        }
+        Ok(())
+    })
+}
+
+/// `class.txt` beside a headerless file: one label name per line, in id order.
+fn read_class_txt(path: &Path) -> Result<Option<Vec<String>>, DataError> {
+    let class_txt = path.with_file_name("class.txt");
+    if !class_txt.is_file() || class_txt == path {
+        return Ok(None);
+    }
+    let mut classes = Vec::new();
+    for_each_line(&class_txt, |_, line| {
+        let line = line?.trim();
+        if !line.is_empty() {
+            classes.push(line.to_string());
+        }
+        Ok(())
+    })?;
+    Ok(Some(classes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn hygiene_removes_duplicates_conflicts_and_empties() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "a.csv",
+            "text,label\n好,pos\n好,pos\n差,neg\n差,pos\n  ,neg\n一般,neg\n\"有,逗号\",pos\n".as_bytes(),
+        );
+        let (ds, r) = read_dataset(&p, &ReadOptions::default()).unwrap();
+        assert_eq!(ds.labels, vec!["neg", "pos"]);
+        assert_eq!(
+            ds.examples.iter().map(|e| (e.text.as_str(), e.label)).collect::<Vec<_>>(),
+            vec![("好", 1), ("一般", 0), ("有,逗号", 1)]
+        );
+        assert_eq!((r.rows_read, r.duplicates_removed, r.conflicting_texts_dropped, r.empty_dropped), (7, 1, 1, 1));
+        assert_eq!(r.class_counts["pos"], 2);
+    }
+
+    #[test]
+    fn class_txt_layout_and_jsonl_with_named_fields() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "class.txt", "finance\nsports\n".as_bytes());
+        let p = write(d.path(), "train.txt", "股市大涨\t0\n球队夺冠\t1\n".as_bytes());
+        let (ds, _) = read_dataset(&p, &ReadOptions::default()).unwrap();
+        assert_eq!(ds.labels, vec!["finance", "sports"]);
+        assert_eq!(ds.examples[1].label, 1);
+        let p = write(d.path(), "dev.jsonl", "{\"sentence\": \"好\", \"label\": 1}\n{\"sentence\": \"差\", \"label\": \"0\"}\n".as_bytes());
+        let options = ReadOptions {
+            columns: Columns {
+                text: "sentence".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (ds, _) = read_dataset(&p, &options).unwrap();
+        assert_eq!(ds.labels, vec!["0", "1"]);
+        assert_eq!(ds.examples[0].label, 1);
+    }
+
+    #[test]
+    fn bad_rows_fail_with_file_and_line_or_are_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "dev.tsv", b"text\tlabel\nok\tpos\nextra\tpos\tx\nbad\xff\tneg\nnew\tneutral\n");
+        let known = ReadOptions {
+            known_labels: Some(vec!["neg".into(), "pos".into()]),
+            ..Default::default()
+        };
+        let e = read_dataset(&p, &known).unwrap_err().to_string();
+        assert!(e.ends_with("dev.tsv:3: 3 fields where the header has 2"), "{e}");
+        let skip = ReadOptions {
+            bad_rows: BadRows::Skip,
+            ..known
+        };
+        let (ds, r) = read_dataset(&p, &skip).unwrap();
+        assert_eq!(ds.examples.len(), 1);
+        assert_eq!(r.bad_rows.len(), 3, "{:?}", r.bad_rows);
+        assert!(r.bad_rows[1].ends_with("dev.tsv:4: column \"text\" is not valid UTF-8 (byte 3)"), "{:?}", r.bad_rows);
+        assert!(r.bad_rows[2].ends_with("dev.tsv:5: unknown label \"neutral\" (known: neg, pos)"), "{:?}", r.bad_rows);
+    }
+}

