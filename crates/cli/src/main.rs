@@ -5,6 +5,7 @@ mod backend;
 mod convert;
 mod hub;
 mod predict;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -22,7 +23,7 @@ struct Cli {
 }
 
 /// Backend options shared by every command that runs a model.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Default)]
 pub struct BackendArgs {
     /// Backend to run on (among those compiled in; default: the first of flex, ndarray, wgpu, cuda).
     #[arg(long, value_enum)]
@@ -47,6 +48,10 @@ impl BackendArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Fine-tune a model (folder, Hub id or from-scratch preset) on labelled data.
+    Train(train::TrainArgs),
+    /// Evaluate a trained model on labelled data: metrics and confusion matrix.
+    Eval(train::EvalArgs),
     /// Classify texts with a model folder; writes JSONL, one line per input, in order.
     Predict(predict::PredictArgs),
     /// Convert an HF checkpoint (folder or Hub id) to an HF folder with model.safetensors.
@@ -80,9 +85,12 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => train::run_eval(args),
         Command::Predict(args) => predict::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Datasets {

@@ -1,7 +1,6 @@
 //! Batched inference with length grouping: texts of similar length share a batch,
 //! so little compute goes to padding; results come back in input order.
 
-use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
 use rayon::prelude::*;
 use zhbert_model::{BertConfig, BertForSequenceClassification, BertInput, ProblemType};
@@ -50,16 +49,61 @@ pub fn classify<B: Backend>(
     options: &InferenceOptions,
     device: &B::Device,
 ) -> anyhow::Result<Vec<Prediction>> {
-    anyhow::ensure!(options.batch_size > 0, "batch size must be at least 1");
     let encoded: Vec<Encoded> = texts
         .par_iter()
         .map(|(a, b)| tokenizer.encode(a, b.as_deref(), Some(options.max_length)))
         .collect::<Result<_, _>>()?;
-    // Longest first: the first batch shows the peak memory at once.
+    let logits = logits_of(model, tokenizer, &encoded, options.batch_size, device)?;
+    Ok(logits
+        .into_iter()
+        .zip(&encoded)
+        .map(|(logits, e)| {
+            let probs = match options.problem_type {
+                ProblemType::SingleLabelClassification => softmax_row(&logits),
+                ProblemType::MultiLabelClassification => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
+                ProblemType::Regression => logits.clone(),
+            };
+            let label = argmax(&probs);
+            Prediction {
+                logits,
+                probs,
+                label,
+                truncated_tokens: e.truncated_tokens,
+            }
+        })
+        .collect())
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best })
+        .0
+}
+
+/// Softmax of one row, in f64 for a stable sum.
+pub fn softmax_row(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let exp: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.iter().map(|e| (e / sum) as f32).collect()
+}
+
+/// The logits of already encoded inputs, batched by length (longest first, so
+/// the first batch shows the peak memory), returned in input order.
+pub fn logits_of<B: Backend>(
+    model: &BertForSequenceClassification<B>,
+    tokenizer: &BertTokenizer,
+    encoded: &[Encoded],
+    batch_size: usize,
+    device: &B::Device,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    anyhow::ensure!(batch_size > 0, "batch size must be at least 1");
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].input_ids.len()));
-    let mut out: Vec<Option<Prediction>> = vec![None; encoded.len()];
-    for chunk in order.chunks(options.batch_size) {
+    let mut out: Vec<Vec<f32>> = vec![Vec::new(); encoded.len()];
+    for chunk in order.chunks(batch_size) {
         let rows: Vec<Encoded> = chunk.iter().map(|&i| encoded[i].clone()).collect();
         let batch = tokenizer.pad(&rows, Padding::Longest)?;
         let input = BertInput::<B>::from_ids(
@@ -71,31 +115,15 @@ pub fn classify<B: Backend>(
             device,
         );
         let logits = model.forward(input);
-        let [n, classes] = logits.dims();
-        let probs = match options.problem_type {
-            ProblemType::SingleLabelClassification => softmax(logits.clone(), 1),
-            ProblemType::MultiLabelClassification => sigmoid(logits.clone()),
-            ProblemType::Regression => logits.clone(),
-        };
-        let logits: Vec<f32> = logits.into_data().convert::<f32>().to_vec()?;
-        let probs: Vec<f32> = probs.into_data().convert::<f32>().to_vec()?;
-        for (row, &i) in chunk.iter().enumerate().take(n) {
-            let p = probs[row * classes..(row + 1) * classes].to_vec();
-            let label = p
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(k, _)| k);
-            out[i] = Some(Prediction {
-                logits: logits[row * classes..(row + 1) * classes].to_vec(),
-                probs: p,
-                label,
-                truncated_tokens: rows[row].truncated_tokens,
-            });
+        let [_, classes] = logits.dims();
+        let values: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+        for (row, &i) in chunk.iter().enumerate() {
+            out[i] = values[row * classes..(row + 1) * classes].to_vec();
         }
     }
-    Ok(out
-        .into_iter()
-        .map(|p| p.expect("every row predicted"))
-        .collect())
+    Ok(out)
 }

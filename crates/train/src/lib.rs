@@ -1,7 +1,10 @@
 //! # zhbert-train
 //!
-//! Running zhbert's BERT models over datasets: batched, length-grouped inference
-//! now; fine-tuning joins it.
+//! Fine-tuning and evaluating zhbert's BERT models, as HF `Trainer` does: AdamW
+//! with HF's decay groups, linear warmup/decay, global-norm clipping, gradient
+//! accumulation, evaluation with F1 and confusion matrix, best checkpoint and
+//! early stopping, atomic checkpoints and exact resume, metrics and plots; and
+//! batched, length-grouped inference.
 //!
 //! ## Quick start
 //!
@@ -25,5 +28,14 @@
 //! None: the caller picks the backend.
 
 pub mod inference;
+pub mod metrics;
+pub mod optim;
+pub mod plots;
+pub mod presets;
+pub mod trainer;
 
-pub use inference::{classify, InferenceOptions, Prediction};
+pub use inference::{classify, logits_of, InferenceOptions, Prediction};
+pub use metrics::{ClassMetrics, EvalMetrics};
+pub use presets::{preset, presets, Preset};
+pub use optim::{AdamW, AdamWConfig, GradAccumulator};
+pub use trainer::{evaluate, train, ClassWeights, TrainConfig, TrainData, TrainSummary, TrainerState, Warmup};

@@ -1,0 +1,366 @@
+//! `zhbert train` and `zhbert eval`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::backend::Autodiff;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use serde::Deserialize;
+use zhbert_data::{encode_dataset, read_dataset, stratified_split, BadRows, Columns, Dataset, EncodedDataset, ReadOptions};
+use zhbert_model::{load_classifier, LoadOptions};
+use zhbert_tokenizer::{build_char_vocab, BertTokenizer, TokenizerConfig};
+use zhbert_train::{evaluate, preset, presets, train, ClassWeights, TrainConfig, TrainData, Warmup};
+
+use crate::{with_backend, BackendArgs};
+
+/// Every option of `zhbert train`; each can also come from `--config FILE.toml`
+/// (same names, snake_case); flags win.
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainArgs {
+    /// TOML file with any of these options.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Training data: CSV/TSV with a header, JSONL, or text<TAB>label .txt (with class.txt).
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// Development data (same layout); without it a split of --train is used.
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Test data, evaluated once at the end.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Model folder, Hub id, or preset (tiny-zh) to train from scratch.
+    #[arg(long)]
+    model: Option<String>,
+    /// Output folder: an HF model folder plus metrics, plots, eval.json, checkpoints.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Column or field of the text.
+    #[arg(long)]
+    text_column: Option<String>,
+    /// Column or field of the second text (pair tasks).
+    #[arg(long)]
+    text_pair_column: Option<String>,
+    /// Column or field of the label.
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Malformed rows: fail (default) or skip.
+    #[arg(long, value_parser = ["fail", "skip"])]
+    on_bad_row: Option<String>,
+    /// Dev and test fractions when only --train is given (default 0.1).
+    #[arg(long)]
+    split: Option<f64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Warmup: steps (500) or ratio (0.1).
+    #[arg(long)]
+    warmup: Option<String>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    /// Clip the global gradient norm (0 disables).
+    #[arg(long)]
+    max_grad_norm: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Evaluate every N steps (default: each epoch).
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Checkpoint every N steps (default: at each evaluation).
+    #[arg(long)]
+    save_every: Option<usize>,
+    /// Checkpoints kept besides the best.
+    #[arg(long)]
+    keep_checkpoints: Option<usize>,
+    /// Early stopping: evaluations without improvement.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Metric for the best checkpoint: accuracy, macro_f1, micro_f1, loss.
+    #[arg(long)]
+    metric: Option<String>,
+    /// Class weights: auto or a comma-separated list in label order.
+    #[arg(long)]
+    class_weights: Option<String>,
+    #[arg(long)]
+    label_smoothing: Option<f32>,
+    /// Batch texts of similar length together.
+    #[arg(long)]
+    #[serde(deserialize_with = "flag")]
+    group_by_length: bool,
+    /// Log every N steps when not on a terminal.
+    #[arg(long)]
+    log_every: Option<usize>,
+    /// Continue the run in --output from its last checkpoint.
+    #[arg(long)]
+    #[serde(skip)]
+    resume: bool,
+    #[command(flatten)]
+    #[serde(skip)]
+    backend: BackendArgs,
+}
+
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    bool::deserialize(d)
+}
+
+/// `a.or(b)` for every option: flags first, then the TOML file.
+macro_rules! merge {
+    ($a:ident, $b:ident, $($f:ident),*) => { $( if $a.$f.is_none() { $a.$f = $b.$f.take(); } )* };
+}
+
+impl TrainArgs {
+    fn merged(mut self) -> Result<Self> {
+        if let Some(path) = self.config.clone() {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let mut file: TrainArgs = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().replace('\n', " ")))?;
+            merge!(self, file, train, dev, test, model, output, text_column, text_pair_column, label_column, on_bad_row, split,
+                epochs, max_steps, lr, batch_size, max_length, warmup, weight_decay, grad_accum, max_grad_norm, seed,
+                eval_every, save_every, keep_checkpoints, patience, metric, class_weights, label_smoothing, log_every);
+            self.group_by_length |= file.group_by_length;
+        }
+        Ok(self)
+    }
+
+    /// The training configuration: flags and file over the preset's tuned
+    /// settings over HF's defaults.
+    fn train_config(&self, base: TrainConfig) -> Result<TrainConfig> {
+        let mut c = base;
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
+        }
+        set!(epochs, lr, batch_size, max_length, weight_decay, grad_accum, seed, keep_checkpoints, metric, label_smoothing, log_every);
+        c.max_steps = self.max_steps.or(c.max_steps);
+        c.eval_every = self.eval_every.or(c.eval_every);
+        c.save_every = self.save_every.or(c.save_every);
+        c.patience = self.patience.or(c.patience);
+        if let Some(w) = &self.warmup {
+            c.warmup = Warmup::parse(w)?;
+        }
+        if let Some(n) = self.max_grad_norm {
+            c.max_grad_norm = (n > 0.0).then_some(n);
+        }
+        if let Some(w) = &self.class_weights {
+            c.class_weights = Some(if w == "auto" {
+                ClassWeights::Auto(w.clone())
+            } else {
+                ClassWeights::List(
+                    w.split(',')
+                        .map(|x| x.trim().parse::<f32>().map_err(|_| anyhow::anyhow!("--class-weights {w:?}: auto or numbers like 1,2.5")))
+                        .collect::<Result<_>>()?,
+                )
+            });
+        }
+        c.group_by_length |= self.group_by_length;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn read_options(&self, known_labels: Option<Vec<String>>) -> ReadOptions {
+        ReadOptions {
+            format: None,
+            columns: Columns {
+                text: self.text_column.clone().unwrap_or_else(|| "text".into()),
+                text_pair: self.text_pair_column.clone(),
+                label: self.label_column.clone().unwrap_or_else(|| "label".into()),
+            },
+            bad_rows: if self.on_bad_row.as_deref() == Some("skip") { BadRows::Skip } else { BadRows::Fail },
+            known_labels,
+        }
+    }
+}
+
+fn read(path: &Path, options: &ReadOptions) -> Result<Dataset> {
+    let (data, report) = read_dataset(path, options)?;
+    tracing::info!("{report}");
+    for bad in report.bad_rows.iter().take(5) {
+        tracing::warn!("skipped {bad}");
+    }
+    Ok(data)
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let args = args.merged()?;
+    let kind = args.backend.kind()?;
+    with_backend!(kind, args.backend.device, |B, device| run_on::<Autodiff<B>>(&args, &device))
+}
+
+fn encode(name: &str, data: &Dataset, tokenizer: &BertTokenizer, max_length: usize) -> Result<EncodedDataset> {
+    let e = encode_dataset(data, tokenizer, max_length)?;
+    if e.truncated > 0 {
+        tracing::info!(
+            "{name}: {} of {} texts longer than {max_length} tokens ({:.1}%), {} tokens cut",
+            e.truncated,
+            data.examples.len(),
+            100.0 * e.truncated as f64 / data.examples.len() as f64,
+            e.tokens_cut
+        );
+    }
+    Ok(e)
+}
+
+fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<()> {
+    let (Some(train_path), Some(model_arg), Some(output)) = (&args.train, &args.model, &args.output) else {
+        bail!("zhbert train needs --train, --model and --output (as flags or in --config)");
+    };
+    let preset = preset(model_arg);
+    let config = args.train_config(preset.as_ref().map(|p| p.train.clone()).unwrap_or_default())?;
+    AB::seed(device, config.seed);
+
+    let all = read(train_path, &args.read_options(None))?;
+    let labels = all.labels.clone();
+    let known = args.read_options(Some(labels.clone()));
+    let (train_set, dev_set, test_set) = match (&args.dev, &args.test) {
+        (None, None) => {
+            let f = args.split.unwrap_or(0.1);
+            let [t, d, s] = stratified_split(&all, f, f, config.seed);
+            tracing::info!("no --dev/--test: stratified split of {} by seed {}: train {}, dev {}, test {}", train_path.display(), config.seed, t.examples.len(), d.examples.len(), s.examples.len());
+            (t, Some(d), Some(s))
+        }
+        (dev, test) => (
+            all,
+            dev.as_ref().map(|p| read(p, &known)).transpose()?,
+            test.as_ref().map(|p| read(p, &known)).transpose()?,
+        ),
+    };
+
+    let (tokenizer, model, model_config) = match &preset {
+        Some(p) => {
+            let vocab = build_char_vocab(
+                train_set.examples.iter().flat_map(|e| std::iter::once(e.text.as_str()).chain(e.text_pair.as_deref())),
+                &TokenizerConfig::default(),
+                p.vocab_min_count,
+                p.vocab_max_size,
+            )?;
+            let mut tok_config = TokenizerConfig::default();
+            tok_config.model_max_length = config.max_length;
+            let tokenizer = BertTokenizer::from_vocab(&vocab, tok_config)?;
+            let model_config = p.model_config(vocab.len(), &labels, config.max_length);
+            tracing::info!(
+                "preset {}: {} layers, hidden {}, vocabulary of {} characters from the training text, {:.1}M parameters, trained from scratch",
+                p.name,
+                p.layers,
+                p.hidden_size,
+                vocab.len(),
+                model_config.num_parameters() as f64 / 1e6
+            );
+            let model = model_config.init_classifier::<AB>(device);
+            (tokenizer, model, model_config)
+        }
+        None => {
+            let dir = crate::hub::resolve_model(model_arg).with_context(|| {
+                format!("presets: {}", presets().iter().map(|p| p.name).collect::<Vec<_>>().join(", "))
+            })?;
+            let tokenizer = BertTokenizer::from_dir(&dir)?;
+            let options = LoadOptions {
+                labels: Some(labels.clone()),
+                allow_fresh_head: true,
+            };
+            let (model, model_config, report) = load_classifier::<AB>(&dir, &options, device)?;
+            tracing::info!("{report}");
+            if config.max_length > model_config.max_position_embeddings {
+                bail!("--max-length {} exceeds the model's max_position_embeddings {}", config.max_length, model_config.max_position_embeddings);
+            }
+            (tokenizer, model, model_config)
+        }
+    };
+    let data = TrainData {
+        train: encode("train", &train_set, &tokenizer, config.max_length)?,
+        dev: dev_set.as_ref().map(|d| encode("dev", d, &tokenizer, config.max_length)).transpose()?,
+        test: test_set.as_ref().map(|d| encode("test", d, &tokenizer, config.max_length)).transpose()?,
+        labels,
+    };
+    let summary = train::<AB>(model, &model_config, &tokenizer, &data, &config, output, args.resume, device)?;
+    println!(
+        "trained {} steps in {:.0}s ({:.1} sequences/s){}",
+        summary.steps,
+        summary.train_seconds,
+        summary.train_sequences_per_second,
+        if summary.early_stopped { ", stopped early" } else { "" }
+    );
+    if let Some(d) = &summary.dev {
+        println!("dev accuracy {:.4} macro F1 {:.4}", d.accuracy, d.macro_f1);
+    }
+    if let Some(t) = &summary.test {
+        println!("test accuracy {:.4} macro F1 {:.4}", t.accuracy, t.macro_f1);
+    }
+    println!("model, metrics.jsonl, eval.json and plots in {}", output.display());
+    Ok(())
+}
+
+/// `zhbert eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Model folder (a trained classifier).
+    #[arg(long)]
+    model: String,
+    /// Labelled data (CSV/TSV/JSONL/.txt).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where to write the metrics as JSON (default: eval-<data name>.json in the model folder).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    #[arg(long)]
+    text_pair_column: Option<String>,
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Longest input in tokens (default: the model's limit, at most 512).
+    #[arg(long)]
+    max_length: Option<usize>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+pub fn run_eval(args: EvalArgs) -> Result<()> {
+    let kind = args.backend.kind()?;
+    with_backend!(kind, args.backend.device, |B, device| eval_on::<B>(&args, &device))
+}
+
+fn eval_on<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
+    let dir = crate::hub::resolve_model(&args.model)?;
+    let tokenizer = BertTokenizer::from_dir(&dir)?;
+    let (model, config, report) = load_classifier::<B>(&dir, &LoadOptions::default(), device)?;
+    tracing::info!("{report}");
+    let options = ReadOptions {
+        format: None,
+        columns: Columns {
+            text: args.text_column.clone(),
+            text_pair: args.text_pair_column.clone(),
+            label: args.label_column.clone(),
+        },
+        bad_rows: BadRows::Fail,
+        known_labels: Some(config.labels()),
+    };
+    let data = read(&args.data, &options)?;
+    let max_length = args.max_length.unwrap_or(config.max_position_embeddings.min(512));
+    let encoded = encode("data", &data, &tokenizer, max_length)?;
+    let m = evaluate(&model, &tokenizer, &encoded, &config.labels(), args.batch_size, device)?;
+    println!("{}: {} examples", args.data.display(), m.examples);
+    println!("loss {:.4} accuracy {:.4} macro F1 {:.4} micro F1 {:.4}", m.loss, m.accuracy, m.macro_f1, m.micro_f1);
+    for c in &m.per_class {
+        println!("  {:>12}  precision {:.4} recall {:.4} F1 {:.4} support {}", c.label, c.precision, c.recall, c.f1, c.support);
+    }
+    print!("{}", m.confusion_table());
+    let out = args.output.clone().unwrap_or_else(|| {
+        let stem = args.data.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
+        dir.join(format!("eval-{stem}.json"))
+    });
+    zhbert_model::write_atomic(&out, serde_json::to_string_pretty(&m)?.as_bytes())?;
+    println!("metrics written to {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! AdamW as `torch.optim.AdamW`, with HF's parameter groups (no weight decay on
+//! biases and LayerNorm weights), gradient accumulation, clipping by global norm
+//! as `torch.nn.utils.clip_grad_norm_`, and the linear warmup/decay schedule of
+//! `get_linear_schedule_with_warmup`.
+//!
+//! burn's own optimizers clip per tensor and cannot be told which parameters to
+//! exempt from weight decay, so the step is written here. State is kept flat (one
+//! 1-D tensor per parameter) so that parameters of every rank share one map.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+
+/// AdamW hyperparameters (torch's defaults, HF's lr).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamWConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// `beta1`.
+    pub beta1: f64,
+    /// `beta2`.
+    pub beta2: f64,
+    /// `eps`.
+    pub eps: f64,
+    /// Decoupled weight decay, applied to every parameter but biases and LayerNorm weights.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            lr: 5e-5,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// `get_linear_schedule_with_warmup`: from 0 to the peak over `warmup_steps`,
+/// then linearly to 0 at `total_steps`. `step` counts from 0.
+pub fn linear_schedule(peak: f64, step: usize, warmup_steps: usize, total_steps: usize) -> f64 {
+    if step < warmup_steps {
+        return peak * step as f64 / warmup_steps.max(1) as f64;
+    }
+    let left = total_steps.saturating_sub(step) as f64;
+    peak * (left / total_steps.saturating_sub(warmup_steps).max(1) as f64).max(0.0)
+}
+
+/// Every float parameter's HF-style path (`bert.encoder.layer.0...`), id and size.
+#[derive(Default)]
+struct ParamPaths {
+    stack: Vec<String>,
+    out: Vec<(String, ParamId, Vec<usize>)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for ParamPaths {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.out.push((self.stack.join("."), param.id, param.val().dims().to_vec()));
+    }
+}
+
+/// (path, id, shape) of every float parameter of a module, in visiting order.
+pub fn param_paths<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, ParamId, Vec<usize>)> {
+    let mut v = ParamPaths::default();
+    module.visit(&mut v);
+    v.out
+}
+
+/// HF's rule: no weight decay on biases and LayerNorm weights.
+pub fn decays(path: &str) -> bool {
+    !(path.ends_with("bias") || path.ends_with(".beta") || path.contains("layer_norm"))
+}
+
+/// Gradients summed over micro-batches, flat, by parameter.
+pub struct GradAccumulator<B: Backend> {
+    grads: HashMap<ParamId, Tensor<B, 1>>,
+}
+
+struct Collect<'a, AB: AutodiffBackend> {
+    grads: &'a AB::Gradients,
+    into: &'a mut HashMap<ParamId, Tensor<AB::InnerBackend, 1>>,
+}
+
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        let Some(g) = param.val().grad(self.grads) else { return };
+        let n = g.shape().num_elements();
+        let g = g.reshape([n]);
+        let sum = match self.into.remove(&param.id) {
+            Some(acc) => acc + g,
+            None => g,
+        };
+        self.into.insert(param.id, sum);
+    }
+}
+
+impl<B: Backend> Default for GradAccumulator<B> {
+    fn default() -> Self {
+        Self { grads: HashMap::new() }
+    }
+}
+
+impl<B: Backend> GradAccumulator<B> {
+    /// Adds the gradients of one backward pass.
+    pub fn add<AB, M>(&mut self, model: &M, grads: &AB::Gradients)
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        model.visit(&mut Collect::<AB> {
+            grads,
+            into: &mut self.grads,
+        });
+    }
+
+    /// Whether any gradient has been added since the last step.
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+
+    /// `clip_grad_norm_`: the global L2 norm of all gradients (returned), and
+    /// every gradient scaled by `max_norm / (norm + 1e-6)` when that is below 1.
+    pub fn clip_global_norm(&mut self, max_norm: Option<f64>) -> f64 {
+        let Some(total) = self
+            .grads
+            .values()
+            .map(|g| g.clone().powi_scalar(2).sum())
+            .reduce(|a, b| a + b)
+        else {
+            return 0.0;
+        };
+        let norm = total.sqrt().into_scalar().elem::<f64>();
+        if let Some(max) = max_norm {
+            let coef = max / (norm + 1e-6);
+            if coef < 1.0 {
+                for g in self.grads.values_mut() {
+                    *g = g.clone().mul_scalar(coef);
+                }
+            }
+        }
+        norm
+    }
+}
+
+use burn::tensor::ElementConversion;
+
+/// AdamW's moments, by parameter id, flat.
+pub struct AdamW<B: Backend> {
+    /// Hyperparameters.
+    pub config: AdamWConfig,
+    /// Optimizer steps taken.
+    pub step: usize,
+    moments: HashMap<ParamId, (Tensor<B, 1>, Tensor<B, 1>)>,
+    no_decay: std::collections::HashSet<ParamId>,
+}
+
+struct Update<'a, AB: AutodiffBackend> {
+    opt: &'a mut AdamW<AB::InnerBackend>,
+    grads: &'a mut HashMap<ParamId, Tensor<AB::InnerBackend, 1>>,
+    lr: f64,
+}
+
+impl<AB: AutodiffBackend> ModuleMapper<AB> for Update<'_, AB> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = self.grads.remove(&id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let c = &self.opt.config;
+        let t = self.opt.step as i32;
+        let shape = tensor.dims();
+        let require_grad = tensor.is_require_grad();
+        let n = grad.shape().num_elements();
+        let mut p = tensor.inner().reshape([n]);
+        if c.weight_decay != 0.0 && !self.opt.no_decay.contains(&id) {
+            p = p.mul_scalar(1.0 - self.lr * c.weight_decay);
+        }
+        let (m, v) = match self.opt.moments.remove(&id) {
+            Some((m, v)) => (
+                m.mul_scalar(c.beta1) + grad.clone().mul_scalar(1.0 - c.beta1),
+                v.mul_scalar(c.beta2) + grad.powi_scalar(2).mul_scalar(1.0 - c.beta2),
+            ),
+            None => (
+                grad.clone().mul_scalar(1.0 - c.beta1),
+                grad.powi_scalar(2).mul_scalar(1.0 - c.beta2),
+            ),
+        };
+        // torch: denom = sqrt(v) / sqrt(1 - b2^t) + eps; p -= lr / (1 - b1^t) * m / denom.
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let denom = v.clone().sqrt().div_scalar(bc2_sqrt).add_scalar(c.eps);
+        p = p - (m.clone() / denom).mul_scalar(self.lr / bc1);
+        self.opt.moments.insert(id, (m, v));
+        let mut out = Tensor::<AB, D>::from_inner(p.reshape(shape));
+        if require_grad {
+            out = out.require_grad();
+        }
+        Param::from_mapped_value(id, out, mapper)
+    }
+}
+
+impl<B: Backend> AdamW<B> {
+    /// A fresh optimizer for `model` (whose parameter paths decide weight decay).
+    pub fn new<AB: AutodiffBackend<InnerBackend = B>, M: AutodiffModule<AB>>(config: AdamWConfig, model: &M) -> Self {
+        let no_decay = param_paths::<AB, M>(model)
+            .into_iter()
+            .filter(|(path, _, _)| !decays(path))
+            .map(|(_, id, _)| id)
+            .collect();
+        Self {
+            config,
+            step: 0,
+            moments: HashMap::new(),
+            no_decay,
+        }
+    }
+
+    /// One optimizer step with learning rate `lr` on the accumulated gradients,
+    /// which it consumes.
+    pub fn step<AB, M>(&mut self, model: M, lr: f64, grads: &mut GradAccumulator<B>) -> M
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        self.step += 1;
+        let mut update = Update::<AB> {
+            opt: self,
+            grads: &mut grads.grads,
+            lr,
+        };
+        let model = model.map(&mut update);
+        grads.grads.clear();
+        model
+    }
+
+    /// The moments as named f32 tensors (`exp_avg.<path>`, `exp_avg_sq.<path>`),
+    /// for checkpoints.
+    pub fn state_tensors<AB: AutodiffBackend<InnerBackend = B>, M: AutodiffModule<AB>>(
+        &self,
+        model: &M,
+    ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut out = Vec::new();
+        for (path, id, shape) in param_paths::<AB, M>(model) {
+            if let Some((m, v)) = self.moments.get(&id) {
+                for (kind, t) in [("exp_avg", m), ("exp_avg_sq", v)] {
+                    let data = t.clone().into_data().convert::<f32>().to_vec::<f32>().expect("f32 state");
+                    out.push((format!("{kind}.{path}"), shape.clone(), data));
+                }
+            }
+        }
+        out
+    }
+
+    /// Restores the moments written by [`AdamW::state_tensors`].
+    pub fn load_state<AB: AutodiffBackend<InnerBackend = B>, M: AutodiffModule<AB>>(
+        &mut self,
+        model: &M,
+        tensors: &HashMap<String, Vec<f32>>,
+        step: usize,
+        device: &B::Device,
+    ) -> anyhow::Result<()> {
+        self.moments.clear();
+        self.step = step;
+        for (path, id, shape) in param_paths::<AB, M>(model) {
+            let n: usize = shape.iter().product();
+            let get = |kind: &str| -> anyhow::Result<Option<Tensor<B, 1>>> {
+                match tensors.get(&format!("{kind}.{path}")) {
+                    None => Ok(None),
+                    Some(v) if v.len() == n => Ok(Some(Tensor::from_data(TensorData::new(v.clone(), [n]), device))),
+                    Some(v) => anyhow::bail!("optimizer state {kind}.{path} has {} values, the parameter {n}", v.len()),
+                }
+            };
+            match (get("exp_avg")?, get("exp_avg_sq")?) {
+                (Some(m), Some(v)) => {
+                    self.moments.insert(id, (m, v));
+                }
+                (None, None) if step == 0 => {}
+                _ => anyhow::bail!("optimizer state for {path} is missing"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a safetensors file of f32 tensors into a map (optimizer checkpoints).
+pub fn read_f32_tensors(path: &Path) -> anyhow::Result<HashMap<String, Vec<f32>>> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        anyhow::ensure!(view.dtype() == safetensors::Dtype::F32, "{}: {name} is not f32", path.display());
+        out.insert(
+            name,
+            view.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        );
+    }
+    Ok(out)
+}
+
+/// Writes named f32 tensors as safetensors (the caller makes it atomic).
+pub fn write_f32_tensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> anyhow::Result<()> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_matches_get_linear_schedule_with_warmup() {
+        // HF: lr_lambda(step) = step/warmup before warmup, else (total-step)/(total-warmup).
+        assert_eq!(linear_schedule(1.0, 0, 2, 20), 0.0);
+        assert_eq!(linear_schedule(1.0, 1, 2, 20), 0.5);
+        assert_eq!(linear_schedule(1.0, 2, 2, 20), 1.0);
+        assert_eq!(linear_schedule(1.0, 11, 2, 20), 0.5);
+        assert_eq!(linear_schedule(1.0, 20, 2, 20), 0.0);
+        assert_eq!(linear_schedule(1.0, 0, 0, 10), 1.0);
+    }
+
+    #[test]
+    fn decay_groups_follow_hf() {
+        assert!(decays("bert.encoder.layer.0.attention.self_attn.query.weight"));
+        assert!(decays("bert.embeddings.word_embeddings.weight"));
+        assert!(!decays("bert.encoder.layer.0.attention.self_attn.query.bias"));
+        assert!(!decays("bert.embeddings.layer_norm.gamma"));
+        assert!(!decays("bert.embeddings.layer_norm.beta"));
+        assert!(!decays("cls.predictions.bias"));
+    }
+}

@@ -1,0 +1,607 @@
+//! The fine-tuning loop: what HF `Trainer` does, on burn.
+//!
+//! Deterministic by construction: the data order of an epoch comes from
+//! `seed + epoch`, and the dropout generator is reseeded from `seed` and the step
+//! before every optimizer step. A checkpoint therefore only needs the weights,
+//! the AdamW moments and the position (step, epoch, batch) to continue exactly.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
+use zhbert_data::{epoch_batches, EncodedDataset};
+use zhbert_model::{
+    classification_loss, save_classifier, BertConfig, BertForSequenceClassification, BertInput,
+    CrossEntropyOptions, Labels,
+};
+use zhbert_tokenizer::BertTokenizer;
+
+use crate::inference::{argmax, logits_of};
+use crate::metrics::{higher_is_better, EvalMetrics};
+use crate::optim::{linear_schedule, read_f32_tensors, write_f32_tensors, AdamW, AdamWConfig, GradAccumulator};
+
+/// Warmup of the learning rate: a number of optimizer steps or a fraction of all.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Warmup {
+    /// Optimizer steps.
+    Steps(usize),
+    /// Fraction of the total optimizer steps.
+    Ratio(f64),
+}
+
+impl Warmup {
+    /// `500` is steps, `0.1` a ratio.
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Ok(n) = s.parse::<usize>() {
+            return Ok(Self::Steps(n));
+        }
+        match s.parse::<f64>() {
+            Ok(r) if (0.0..1.0).contains(&r) => Ok(Self::Ratio(r)),
+            _ => bail!("--warmup {s:?}: a step count (500) or a ratio in [0, 1) (0.1)"),
+        }
+    }
+
+    fn steps(self, total: usize) -> usize {
+        match self {
+            Self::Steps(n) => n,
+            Self::Ratio(r) => (r * total as f64).ceil() as usize,
+        }
+    }
+}
+
+/// Per-class loss weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClassWeights {
+    /// `"auto"`: n / (k * count), scikit-learn's `balanced`.
+    Auto(String),
+    /// One weight per label, in label order.
+    List(Vec<f32>),
+}
+
+/// Everything a training run is configured by; readable from TOML (flags win).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (overrides `epochs` when smaller).
+    pub max_steps: Option<usize>,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Longest input in tokens; longer texts are truncated.
+    pub max_length: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay (not on biases and LayerNorm weights).
+    pub weight_decay: f64,
+    /// Warmup steps or ratio.
+    pub warmup: Warmup,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Clip the global gradient norm to this (`None`: no clipping).
+    pub max_grad_norm: Option<f64>,
+    /// Seed of data order, dropout and fresh weights.
+    pub seed: u64,
+    /// Evaluate every N optimizer steps (`None`: at the end of each epoch).
+    pub eval_every: Option<usize>,
+    /// Checkpoint every N optimizer steps (`None`: at each evaluation).
+    pub save_every: Option<usize>,
+    /// Checkpoints kept besides the best.
+    pub keep_checkpoints: usize,
+    /// Stop after this many evaluations without improvement.
+    pub patience: Option<usize>,
+    /// Metric that chooses the best checkpoint: accuracy, macro_f1, micro_f1 or loss.
+    pub metric: String,
+    /// Class weights of the loss.
+    pub class_weights: Option<ClassWeights>,
+    /// Label smoothing of the loss.
+    pub label_smoothing: f32,
+    /// Batch texts of similar length together (HF `group_by_length`).
+    pub group_by_length: bool,
+    /// Log every N optimizer steps when not on a terminal.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 3,
+            max_steps: None,
+            batch_size: 32,
+            max_length: 128,
+            lr: 5e-5,
+            weight_decay: 0.0,
+            warmup: Warmup::Steps(0),
+            grad_accum: 1,
+            max_grad_norm: Some(1.0),
+            seed: 42,
+            eval_every: None,
+            save_every: None,
+            keep_checkpoints: 2,
+            patience: None,
+            metric: "accuracy".into(),
+            class_weights: None,
+            label_smoothing: 0.0,
+            group_by_length: false,
+            log_every: 50,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks values that would otherwise fail deep in the loop.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.grad_accum == 0 || self.epochs == 0 {
+            bail!("batch size, grad accumulation and epochs must be at least 1");
+        }
+        if self.max_length < 3 {
+            bail!("max length {} leaves no room for text", self.max_length);
+        }
+        if !["accuracy", "macro_f1", "micro_f1", "loss"].contains(&self.metric.as_str()) {
+            bail!("metric {:?}: accuracy, macro_f1, micro_f1 or loss", self.metric);
+        }
+        if let Some(ClassWeights::Auto(s)) = &self.class_weights {
+            if s != "auto" {
+                bail!("class weights {s:?}: \"auto\" or a list of numbers");
+            }
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            bail!("label smoothing must be in [0, 1)");
+        }
+        Ok(())
+    }
+}
+
+/// Where a run stands; saved in every checkpoint as `trainer_state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub global_step: usize,
+    /// Current epoch (0-based).
+    pub epoch: usize,
+    /// Next micro-batch of the epoch.
+    pub batch_in_epoch: usize,
+    /// Best value of the chosen metric so far.
+    pub best_metric: Option<f64>,
+    /// Step of the best checkpoint.
+    pub best_step: Option<usize>,
+    /// Evaluations since the best.
+    pub evals_without_improvement: usize,
+    /// The configuration the run was started with.
+    pub config: Option<TrainConfig>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Optimizer steps done.
+    pub steps: usize,
+    /// Whether early stopping ended the run.
+    pub early_stopped: bool,
+    /// The step whose weights were kept.
+    pub best_step: Option<usize>,
+    /// Dev metrics of the kept weights.
+    pub dev: Option<EvalMetrics>,
+    /// Test metrics of the kept weights.
+    pub test: Option<EvalMetrics>,
+    /// Training throughput, sequences per second.
+    pub train_sequences_per_second: f64,
+    /// Wall time of the training loop, seconds.
+    pub train_seconds: f64,
+}
+
+/// The data of a run, already tokenized.
+pub struct TrainData {
+    /// Training set.
+    pub train: EncodedDataset,
+    /// Development set, for evaluation and early stopping.
+    pub dev: Option<EncodedDataset>,
+    /// Test set, evaluated once at the end.
+    pub test: Option<EncodedDataset>,
+    /// Label names.
+    pub labels: Vec<String>,
+}
+
+/// Evaluates a model on an encoded dataset.
+pub fn evaluate<B: Backend>(
+    model: &BertForSequenceClassification<B>,
+    tokenizer: &BertTokenizer,
+    data: &EncodedDataset,
+    labels: &[String],
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<EvalMetrics> {
+    let logits = logits_of(model, tokenizer, &data.encoded, batch_size, device)?;
+    let mut loss = 0.0;
+    let mut predicted = Vec::with_capacity(logits.len());
+    for (row, &truth) in logits.iter().zip(&data.labels) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        loss += lse - row[truth] as f64;
+        predicted.push(argmax(row));
+    }
+    Ok(EvalMetrics::compute(labels, &data.labels, &predicted, loss / logits.len().max(1) as f64))
+}
+
+/// Appends JSON lines to `metrics.jsonl`, flushed line by line.
+struct MetricsLog {
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    fn open(path: &Path, keep_up_to_step: usize) -> Result<Self> {
+        // On resume, lines past the checkpoint are replayed: drop them first.
+        if path.is_file() {
+            let kept: String = std::fs::read_to_string(path)?
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s as usize <= keep_up_to_step)
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            zhbert_model::write_atomic(path, kept.as_bytes())?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self { file })
+    }
+
+    fn write(&mut self, value: serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{value}")?;
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+fn checkpoint_dir(out: &Path, step: usize) -> PathBuf {
+    out.join("checkpoints").join(format!("checkpoint-{step}"))
+}
+
+/// Complete checkpoints (those with `trainer_state.json`), by step.
+pub fn list_checkpoints(out: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(out.join("checkpoints")) else {
+        return vec![];
+    };
+    let mut v: Vec<(usize, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            e.path().join("trainer_state.json").is_file().then(|| (step, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes a checkpoint into a temporary folder and renames it into place, so
+/// that a kill at any moment leaves either the old set or the new one.
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint<AB: AutodiffBackend>(
+    out: &Path,
+    model: &BertForSequenceClassification<AB>,
+    model_config: &BertConfig,
+    opt: &AdamW<AB::InnerBackend>,
+    state: &TrainerState,
+    keep: usize,
+) -> Result<()> {
+    let dir = checkpoint_dir(out, state.global_step);
+    let tmp = dir.with_file_name(format!(".checkpoint-{}.tmp", state.global_step));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    save_classifier(model, model_config, &tmp)?;
+    write_f32_tensors(&tmp.join("optimizer.safetensors"), &opt.state_tensors::<AB, _>(model))?;
+    zhbert_model::write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    // fsync the files' folder before it becomes visible under its final name.
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).ok();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    // Keep the last `keep` and the best.
+    let all = list_checkpoints(out);
+    let cut = all.len().saturating_sub(keep.max(1));
+    for (step, path) in &all[..cut] {
+        if Some(*step) != state.best_step {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+    Ok(())
+}
+
+/// Loads weights and optimizer state of a checkpoint into a freshly built model.
+fn load_checkpoint<AB: AutodiffBackend>(
+    dir: &Path,
+    model: &mut BertForSequenceClassification<AB>,
+    opt: &mut AdamW<AB::InnerBackend>,
+    device: &AB::Device,
+) -> Result<TrainerState> {
+    let state: TrainerState = serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json"))?)
+        .with_context(|| format!("{}: trainer_state.json", dir.display()))?;
+    let report = zhbert_model::load_weights_file(model, &dir.join("model.safetensors"))?;
+    if !report.missing.is_empty() {
+        bail!("{}: checkpoint lacks {} tensors of the model", dir.display(), report.missing.len());
+    }
+    let tensors = read_f32_tensors(&dir.join("optimizer.safetensors"))?;
+    opt.load_state::<AB, _>(model, &tensors, state.global_step, &device.clone())
+        .with_context(|| format!("{}: optimizer.safetensors", dir.display()))?;
+    Ok(state)
+}
+
+fn class_weight_values(config: &TrainConfig, train: &EncodedDataset, k: usize) -> Result<Option<Vec<f32>>> {
+    Ok(match &config.class_weights {
+        None => None,
+        Some(ClassWeights::List(w)) => {
+            if w.len() != k {
+                bail!("{} class weights for {k} labels", w.len());
+            }
+            Some(w.clone())
+        }
+        Some(ClassWeights::Auto(_)) => {
+            let mut counts = vec![0usize; k];
+            for &l in &train.labels {
+                counts[l] += 1;
+            }
+            let n = train.labels.len() as f32;
+            Some(counts.iter().map(|&c| if c == 0 { 0.0 } else { n / (k as f32 * c as f32) }).collect())
+        }
+    })
+}
+
+/// Fine-tunes `model` and writes the output folder: an HF model folder (weights,
+/// `config.json` with labels, tokenizer files) with `metrics.jsonl`, `eval.json`,
+/// plots, and `checkpoints/`.
+#[allow(clippy::too_many_arguments)]
+pub fn train<AB: AutodiffBackend>(
+    mut model: BertForSequenceClassification<AB>,
+    model_config: &BertConfig,
+    tokenizer: &BertTokenizer,
+    data: &TrainData,
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    device: &AB::Device,
+) -> Result<TrainSummary> {
+    config.validate()?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let k = data.labels.len();
+    let loss_options = CrossEntropyOptions {
+        class_weights: class_weight_values(config, &data.train, k)?,
+        label_smoothing: config.label_smoothing,
+    };
+    let lengths = data.train.lengths();
+    let micro_per_epoch = lengths.len().div_ceil(config.batch_size);
+    let steps_per_epoch = micro_per_epoch.div_ceil(config.grad_accum);
+    let total_steps = config.max_steps.map_or(config.epochs * steps_per_epoch, |m| m.min(config.epochs * steps_per_epoch));
+    let warmup_steps = config.warmup.steps(total_steps);
+    let mut opt = AdamW::new::<AB, _>(
+        AdamWConfig {
+            lr: config.lr,
+            weight_decay: config.weight_decay,
+            ..Default::default()
+        },
+        &model,
+    );
+
+    let mut state = TrainerState {
+        config: Some(config.clone()),
+        ..Default::default()
+    };
+    if resume {
+        match list_checkpoints(out).last() {
+            Some((_, dir)) => {
+                state = load_checkpoint(dir, &mut model, &mut opt, device)?;
+                if state.config.as_ref() != Some(config) {
+                    tracing::warn!("resuming {} with a configuration different from the one it started with", dir.display());
+                }
+                state.config = Some(config.clone());
+                tracing::info!("resumed from {} (step {}, epoch {}, batch {})", dir.display(), state.global_step, state.epoch + 1, state.batch_in_epoch);
+            }
+            None => tracing::info!("--resume: no checkpoint in {}, starting afresh", out.display()),
+        }
+    } else if !list_checkpoints(out).is_empty() {
+        bail!("{} already holds checkpoints: pass --resume to continue that run, or choose another --output", out.display());
+    }
+    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), state.global_step)?;
+    tracing::info!(
+        "training: {} examples, {} labels, {} steps ({} per epoch, {} warmup), batch {} x {} accumulation",
+        lengths.len(),
+        k,
+        total_steps,
+        steps_per_epoch,
+        warmup_steps,
+        config.batch_size,
+        config.grad_accum
+    );
+
+    let terminal = std::io::stderr().is_terminal();
+    let bar = terminal.then(|| {
+        let bar = indicatif::ProgressBar::new(total_steps as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
+                .expect("valid template"),
+        );
+        bar.set_position(state.global_step as u64);
+        bar
+    });
+
+    let started = Instant::now();
+    let mut window = (Instant::now(), 0usize, 0.0f64, 0usize); // since last log: time, sequences, loss sum, steps
+    let mut sequences_total = 0usize;
+    let mut grads = GradAccumulator::<AB::InnerBackend>::default();
+    let mut step_loss = 0.0f64;
+    let mut early_stopped = false;
+    let eval_model = |model: &BertForSequenceClassification<AB>, set: &EncodedDataset| {
+        evaluate(&model.valid(), tokenizer, set, &data.labels, config.batch_size.max(32), device)
+    };
+
+    'epochs: while state.epoch < config.epochs && state.global_step < total_steps {
+        let batches = epoch_batches(&lengths, config.batch_size, Some(config.seed.wrapping_add(state.epoch as u64)), config.group_by_length);
+        while state.batch_in_epoch < batches.len() {
+            let micro = state.batch_in_epoch;
+            if micro % config.grad_accum == 0 {
+                // Dropout masks depend on (seed, step) only: resuming reproduces them.
+                AB::seed(device, config.seed.wrapping_mul(1_000_003).wrapping_add(state.global_step as u64));
+            }
+            let (batch, labels) = data.train.batch(tokenizer, &batches[micro])?;
+            let input = BertInput::<AB>::from_ids(
+                &batch.input_ids,
+                &batch.token_type_ids,
+                &batch.attention_mask,
+                batch.batch_size,
+                batch.seq_len,
+                device,
+            );
+            let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+            let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), device);
+            let logits = model.forward(input);
+            let loss = classification_loss(logits, Labels::Classes(labels), &loss_options);
+            // The last step of an epoch may hold fewer micro-batches; HF divides by
+            // the accumulation count all the same.
+            let scaled = loss.clone().div_scalar(config.grad_accum as f64);
+            let loss_value: f64 = loss.into_scalar().elem();
+            if !loss_value.is_finite() {
+                bail!("loss is {loss_value} at step {}: lower the learning rate", state.global_step + 1);
+            }
+            grads.add::<AB, _>(&model, &scaled.backward());
+            step_loss += loss_value;
+            sequences_total += batch.batch_size;
+            window.1 += batch.batch_size;
+            state.batch_in_epoch += 1;
+
+            let end_of_step = state.batch_in_epoch % config.grad_accum == 0 || state.batch_in_epoch == batches.len();
+            if !end_of_step {
+                continue;
+            }
+            let micro_in_step = (micro % config.grad_accum) + 1;
+            let lr = linear_schedule(config.lr, state.global_step, warmup_steps, total_steps);
+            let grad_norm = grads.clip_global_norm(config.max_grad_norm);
+            model = opt.step::<AB, _>(model, lr, &mut grads);
+            state.global_step += 1;
+            let mean_loss = step_loss / micro_in_step as f64;
+            step_loss = 0.0;
+            window.2 += mean_loss;
+            window.3 += 1;
+            if state.batch_in_epoch == batches.len() {
+                state.epoch += 1;
+                state.batch_in_epoch = 0;
+            }
+            let epoch_f = state.epoch as f64 + state.batch_in_epoch as f64 / batches.len() as f64;
+
+            if state.global_step % config.log_every.max(1) == 0 || state.global_step == total_steps {
+                let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+                let speed = window.1 as f64 / secs;
+                let avg = window.2 / window.3.max(1) as f64;
+                log.write(serde_json::json!({
+                    "step": state.global_step, "epoch": epoch_f, "loss": avg, "lr": lr,
+                    "grad_norm": grad_norm, "sequences_per_second": speed,
+                }))?;
+                if bar.is_none() {
+                    tracing::info!("step {}/{} epoch {epoch_f:.2} loss {avg:.4} lr {lr:.2e} grad_norm {grad_norm:.3} {speed:.1} seq/s", state.global_step, total_steps);
+                }
+                window = (Instant::now(), 0, 0.0, 0);
+            }
+            if let Some(bar) = &bar {
+                bar.set_position(state.global_step as u64);
+                bar.set_message(format!("loss {mean_loss:.4} lr {lr:.2e} {:.1} seq/s", sequences_total as f64 / started.elapsed().as_secs_f64()));
+            }
+
+            let epoch_ended = state.batch_in_epoch == 0;
+            let last = state.global_step >= total_steps;
+            let eval_due = match config.eval_every {
+                Some(n) => state.global_step % n == 0 || last,
+                None => epoch_ended || last,
+            };
+            let mut improved = false;
+            if eval_due {
+                if let Some(dev) = &data.dev {
+                    let m = eval_model(&model, dev)?;
+                    let value = m.get(&config.metric).expect("validated metric");
+                    improved = match state.best_metric {
+                        None => true,
+                        Some(best) if higher_is_better(&config.metric) => value > best,
+                        Some(best) => value < best,
+                    };
+                    if improved {
+                        state.best_metric = Some(value);
+                        state.best_step = Some(state.global_step);
+                        state.evals_without_improvement = 0;
+                    } else {
+                        state.evals_without_improvement += 1;
+                    }
+                    let line = format!(
+                        "eval step {}: loss {:.4} accuracy {:.4} macro_f1 {:.4}{}",
+                        state.global_step, m.loss, m.accuracy, m.macro_f1,
+                        if improved { " (best)" } else { "" }
+                    );
+                    match &bar {
+                        Some(bar) => bar.println(line),
+                        None => tracing::info!("{line}"),
+                    }
+                    log.write(serde_json::json!({ "step": state.global_step, "epoch": epoch_f, "eval": m }))?;
+                }
+            }
+            let save_due = match config.save_every {
+                Some(n) => state.global_step % n == 0,
+                None => eval_due,
+            } || last;
+            if save_due || improved {
+                save_checkpoint::<AB>(out, &model, model_config, &opt, &state, config.keep_checkpoints)?;
+            }
+            if let Some(p) = config.patience {
+                if data.dev.is_some() && state.evals_without_improvement >= p {
+                    tracing::info!("early stopping: {p} evaluations without a better {}", config.metric);
+                    early_stopped = true;
+                    break 'epochs;
+                }
+            }
+            if last {
+                break 'epochs;
+            }
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+
+    // Keep the best weights, as HF's load_best_model_at_end.
+    if let Some(best) = state.best_step {
+        if best != state.global_step || early_stopped {
+            let mut fresh = AdamW::new::<AB, _>(opt.config.clone(), &model);
+            load_checkpoint(&checkpoint_dir(out, best), &mut model, &mut fresh, device)?;
+            tracing::info!("kept the weights of step {best} (best {})", config.metric);
+        }
+    }
+    save_classifier(&model, model_config, out)?;
+    tokenizer.save(out)?;
+    let dev = data.dev.as_ref().map(|d| eval_model(&model, d)).transpose()?;
+    let test = data.test.as_ref().map(|d| eval_model(&model, d)).transpose()?;
+    let summary = TrainSummary {
+        steps: state.global_step,
+        early_stopped,
+        best_step: state.best_step,
+        dev,
+        test,
+        train_sequences_per_second: sequences_total as f64 / train_seconds.max(1e-9),
+        train_seconds,
+    };
+    zhbert_model::write_atomic(&out.join("eval.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    if let Err(e) = crate::plots::write_plots(out, &data.labels, summary.dev.as_ref().or(summary.test.as_ref())) {
+        tracing::warn!("plots not written: {e:#}");
+    }
+    Ok(summary)
+}
+
+use burn::tensor::ElementConversion;
