@@ -327,8 +327,9 @@ fn load_checkpoint<AB: AutodiffBackend>(
     opt: &mut AdamW<AB::InnerBackend>,
     device: &AB::Device,
 ) -> Result<TrainerState> {
-    let state: TrainerState = serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json"))?)
-        .with_context(|| format!("{}: trainer_state.json", dir.display()))?;
+    let state_file = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&state_file).with_context(|| format!("reading {}", state_file.display()))?;
+    let state: TrainerState = serde_json::from_str(&text).with_context(|| format!("{}: not a trainer state", state_file.display()))?;
     let report = zhbert_model::load_weights_file(model, &dir.join("model.safetensors"))?;
     if !report.missing.is_empty() {
         bail!("{}: checkpoint lacks {} tensors of the model", dir.display(), report.missing.len());

@@ -1,0 +1,115 @@
+//! 20 optimizer steps of fine-tuning MiniLM against PyTorch (`transformers` +
+//! `torch.optim.AdamW` + `get_linear_schedule_with_warmup` + `clip_grad_norm_`,
+//! gradient accumulation 2), on the fixture of `tests/fixtures/make_train_parity.py`:
+//! same initial weights, same batches, no dropout.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{Int, Tensor};
+use zhbert_model::{
+    classification_loss, load_classifier_with_config, load_weights_file, BertConfig, BertInput, CrossEntropyOptions,
+    Labels, LoadOptions,
+};
+use zhbert_train::optim::{linear_schedule, param_paths, read_f32_tensors};
+use zhbert_train::{AdamW, AdamWConfig, GradAccumulator};
+
+type AB = Autodiff<Flex>;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("ZHBERT_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/assets/minilm"));
+    assert!(dir.is_dir(), "{} missing: run `cargo xtask assets`", dir.display());
+    dir
+}
+
+/// An int64 tensor of the batches file.
+fn ints(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<i64>, Vec<usize>) {
+    let t = st.tensor(name).unwrap();
+    assert_eq!(t.dtype(), safetensors::Dtype::I64);
+    let v = t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    (v, t.shape().to_vec())
+}
+
+#[test]
+fn twenty_steps_of_adamw_match_pytorch() {
+    let fixture = root().join("tests/fixtures/train-parity");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap()).unwrap();
+    let floats = |k: &str| -> Vec<f64> { serde_json::from_value(expected[k].clone()).unwrap() };
+    let (want_losses, want_norms, want_lrs) = (floats("losses"), floats("grad_norms"), floats("learning_rates"));
+    let batches_bytes = std::fs::read(fixture.join("batches.safetensors")).unwrap();
+    let batches = safetensors::SafeTensors::deserialize(&batches_bytes).unwrap();
+
+    let device = Default::default();
+    let mut config = BertConfig::from_file(minilm_dir().join("config.json")).unwrap();
+    config.hidden_dropout_prob = 0.0;
+    config.attention_probs_dropout_prob = 0.0;
+    let options = LoadOptions {
+        labels: Some(vec!["negative".into(), "positive".into()]),
+        allow_fresh_head: true,
+    };
+    let (mut model, _, _) = load_classifier_with_config::<AB>(&minilm_dir(), config, &options, &device).unwrap();
+    load_weights_file(&mut model, &root().join("tests/fixtures/minilm/expected.safetensors")).unwrap();
+
+    let adamw = AdamWConfig {
+        lr: 1e-4,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let mut opt = AdamW::new::<AB, _>(adamw, &model);
+    let mut grads = GradAccumulator::default();
+    let (accum, steps, warmup) = (2, 20, 2);
+    for step in 0..steps {
+        let mut loss_sum = 0.0;
+        for m in step * accum..(step + 1) * accum {
+            let tensor = |name: &str| {
+                let (v, shape) = ints(&batches, &format!("{name}.{m}"));
+                Tensor::<AB, 1, Int>::from_data(v.as_slice(), &device).reshape([shape[0], shape[1]])
+            };
+            let input = BertInput {
+                input_ids: tensor("input_ids"),
+                token_type_ids: Some(tensor("token_type_ids")),
+                attention_mask: Some(tensor("attention_mask")),
+            };
+            let (labels, _) = ints(&batches, &format!("labels.{m}"));
+            let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), &device);
+            let loss = classification_loss(model.forward(input), Labels::Classes(labels), &CrossEntropyOptions::default());
+            loss_sum += loss.clone().into_scalar() as f64;
+            grads.add::<AB, _>(&model, &loss.div_scalar(accum as f64).backward());
+        }
+        let loss = loss_sum / accum as f64;
+        let norm = grads.clip_global_norm(Some(1.0));
+        let lr = linear_schedule(1e-4, step, warmup, steps);
+        model = opt.step::<AB, _>(model, lr, &mut grads);
+
+        let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+        assert!((lr - want_lrs[step]).abs() < 1e-12, "step {step}: lr {lr} vs {}", want_lrs[step]);
+        // The issue asks for 1e-3; the implementation does much better, and
+        // these bounds are set just above what it does.
+        assert!(rel(loss, want_losses[step]) < 1e-5, "step {step}: loss {loss} vs {}", want_losses[step]);
+        assert!(rel(norm, want_norms[step]) < 1e-4, "step {step}: grad norm {norm} vs {}", want_norms[step]);
+        eprintln!("step {step}: loss {loss:.6} ({:.6}) grad norm {norm:.5} ({:.5})", want_losses[step], want_norms[step]);
+    }
+
+    // The weights after 20 steps: weight decay, clipping and eps all show here.
+    let want = read_f32_tensors(&fixture.join("final.safetensors")).unwrap();
+    let got: std::collections::HashMap<String, Vec<f32>> = {
+        let dir = tempfile::tempdir().unwrap();
+        zhbert_model::save_safetensors(&model, &dir.path().join("m.safetensors")).unwrap();
+        read_f32_tensors(&dir.path().join("m.safetensors")).unwrap()
+    };
+    assert_eq!(param_paths::<AB, _>(&model).len(), 105);
+    for (name, w) in &want {
+        let g = &got[name];
+        let d = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        eprintln!("{name}: max abs diff {d:e}");
+        // Leaving out weight decay would move layer.5.output.dense.weight by 9e-6.
+        assert!(d < 5e-7, "{name}: final weights differ by {d:e}");
+    }
+}
