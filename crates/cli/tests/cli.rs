@@ -254,3 +254,172 @@ fn convert_pytorch_bin_gives_the_same_tensors_as_safetensors() {
         read(&root().join("tests/fixtures/tiny-bert/model.safetensors"))
     );
 }
+
+/// The tiny random BERT of the fixtures with a 128-entry character vocabulary,
+/// so that training runs take seconds, and 400 labelled texts from its characters.
+fn tiny_model_and_data(dir: &Path) -> (PathBuf, PathBuf) {
+    let model = dir.join("tiny");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(root().join("tests/fixtures/tiny-bert").join(f), model.join(f)).unwrap();
+    }
+    let vocab: Vec<String> = std::fs::read_to_string(root().join("tests/fixtures/tokenizer/zh_char_vocab.txt"))
+        .unwrap()
+        .lines()
+        .take(128)
+        .map(String::from)
+        .collect();
+    std::fs::write(model.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
+    let chars: Vec<&String> = vocab[5..]
+        .iter()
+        .filter(|t| t.chars().all(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)))
+        .collect();
+    let labels = ["negative", "neutral", "positive"];
+    let mut csv = String::from("text,label\n");
+    for i in 0..400 {
+        // Two leading characters spell `i`, so no two texts are the same.
+        let n = chars.len();
+        let mut text = format!("{}{}", chars[i % n], chars[(i / n) % n]);
+        text.extend((0..(2 + i % 9)).map(|j| chars[(i * 13 + j * 7) % n].as_str()));
+        csv.push_str(&format!("{text},{}\n", labels[(i / 3 + i) % 3]));
+    }
+    let data = dir.join("train.csv");
+    std::fs::write(&data, csv).unwrap();
+    (model, data)
+}
+
+fn train_args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train", "--model", model, "--train", data, "--output", out, "--epochs", "3", "--batch-size", "4",
+        "--max-length", "24", "--lr", "1e-3", "--save-every", "1", "--keep-checkpoints", "3", "--eval-every", "40",
+        "--log-every", "20",
+    ]
+}
+
+#[test]
+fn sigkill_at_any_moment_loses_nothing_but_the_last_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = tiny_model_and_data(tmp.path());
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let straight = tmp.path().join("straight");
+    let started = std::time::Instant::now();
+    let run = zhbert(&train_args(m, d, straight.to_str().unwrap()));
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let took = started.elapsed().as_millis() as u64;
+
+    let killed = tmp.path().join("killed");
+    let out = killed.to_str().unwrap();
+    let mut kills = 0;
+    // Kill at varied moments, each a fraction of the uninterrupted run's time.
+    for percent in [30u64, 20, 35, 25, 40, 30, 45, 60, 80, 100, 150, 300] {
+        let delay_ms = took * percent / 100;
+        let mut args = train_args(m, d, out);
+        args.push("--resume");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zhbert"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        // Every checkpoint that is visible is complete and readable.
+        for entry in std::fs::read_dir(killed.join("checkpoints")).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            if name.starts_with("checkpoint-") {
+                let state: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(path.join("trainer_state.json")).unwrap()).unwrap();
+                assert!(state["global_step"].as_u64().is_some());
+                f32s(&path.join("model.safetensors"), "classifier.weight");
+                f32s(&path.join("optimizer.safetensors"), "exp_avg.classifier.weight");
+            }
+        }
+    }
+    assert!(kills >= 2, "the run finished before it could be killed twice");
+    let mut args = train_args(m, d, out);
+    args.push("--resume");
+    let run = zhbert(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // Killed and resumed as often as it took, it ends exactly where the straight
+    // run did. (The last checkpoint: the output folder holds the best step's weights.)
+    let last = |run: &Path| {
+        let mut steps: Vec<u64> = std::fs::read_dir(run.join("checkpoints"))
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_prefix("checkpoint-")?.parse().ok())
+            .collect();
+        steps.sort();
+        run.join(format!("checkpoints/checkpoint-{}/model.safetensors", steps.last().unwrap()))
+    };
+    assert_eq!(last(&killed).file_name(), last(&straight).file_name());
+    for name in ["classifier.weight", "bert.encoder.layer.1.output.dense.weight"] {
+        assert_eq!(f32s(&last(&killed), name), f32s(&last(&straight), name), "{name} after {kills} kills");
+        assert_eq!(
+            f32s(&killed.join("model.safetensors"), name),
+            f32s(&straight.join("model.safetensors"), name),
+            "{name} after {kills} kills"
+        );
+    }
+}
+
+#[test]
+fn train_eval_predict_on_your_own_csv_and_toml_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = tiny_model_and_data(tmp.path());
+    let out = tmp.path().join("out");
+    let config = tmp.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "model = {:?}\ntrain = {:?}\noutput = {:?}\nepochs = 1\nbatch_size = 8\nmax_length = 24\nlr = 1e-3\nwarmup = \"0.1\"\nclass_weights = \"auto\"\nlabel_smoothing = 0.1\npatience = 2\nmetric = \"macro_f1\"\n",
+            model, data, out
+        ),
+    )
+    .unwrap();
+    // Flags win over the file: 2 epochs, not 1.
+    let run = zhbert(&["train", "--config", config.to_str().unwrap(), "--epochs", "2"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    for f in ["model.safetensors", "config.json", "vocab.txt", "tokenizer.json", "eval.json", "metrics.jsonl", "loss.svg", "confusion.svg"] {
+        assert!(out.join(f).is_file(), "{f} missing from the output folder");
+    }
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    // 400 rows, stratified 80/10/10 (rounded per class), 2 epochs of batches of 8.
+    let train_n = eval["train_examples"].as_u64().unwrap();
+    assert_eq!(train_n + 2 * eval["test"]["examples"].as_u64().unwrap(), 400);
+    assert_eq!(eval["steps"].as_u64().unwrap(), 2 * train_n.div_ceil(8));
+    let config_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config_json["id2label"]["2"], "positive");
+
+    let run = zhbert(&["eval", "--model", out.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval-train.json")).unwrap()).unwrap();
+    assert_eq!(metrics["examples"], 400);
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(metrics["confusion"].clone()).unwrap();
+    assert_eq!(confusion.iter().flatten().sum::<u64>(), 400);
+
+    let run = zhbert(&["predict", "--model", out.to_str().unwrap(), "--input", data.to_str().unwrap(), "--top-k", "3"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 400);
+    let probs: Vec<f32> = serde_json::from_value(lines[0]["probs"].clone()).unwrap();
+    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+
+    // Unknown labels in dev data fail with file and line.
+    let dev = tmp.path().join("dev.csv");
+    std::fs::write(&dev, "text,label\n好,positive\n差,angry\n").unwrap();
+    let run = zhbert(&[
+        "train", "--model", model.to_str().unwrap(), "--train", data.to_str().unwrap(), "--dev", dev.to_str().unwrap(),
+        "--output", tmp.path().join("o2").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(stderr.contains("dev.csv:3: unknown label \"angry\""), "{stderr}");
+}

@@ -174,7 +174,7 @@ fn apply_file<B: Backend, M: ModuleSnapshot<B>>(
     let err =
         |e: &dyn fmt::Display| ModelError::invalid(file, format!("cannot read checkpoint: {e}"));
     let adapter = ChainAdapter::new(ToF32, PyTorchToBurnAdapter);
-    match format {
+    let result = match format {
         CheckpointFormat::Safetensors => {
             let mut store = SafetensorsStore::from_file(file)
                 .with_from_adapter(adapter)
@@ -200,6 +200,33 @@ fn apply_file<B: Backend, M: ModuleSnapshot<B>>(
             };
             Ok(module.apply(snapshots, None, Some(Box::new(adapter)), false))
         }
+    }?;
+    // Tensors are reference counted: the clone is cheap, `map` rewrites them once.
+    *module = module.clone().map(&mut Contiguous);
+    Ok(result)
+}
+
+/// Rewrites every parameter into a fresh row-major buffer. burn-store hands
+/// linear weights over as transposed views of the file's layout; a matmul over
+/// a view sums in another order than over a contiguous tensor, so a model would
+/// compute differently (in the last bits) right after a load than after an
+/// optimizer step, and a resumed run would drift from the run it continues.
+struct Contiguous;
+
+impl<B: Backend> burn::module::ModuleMapper<B> for Contiguous {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<burn::tensor::Tensor<B, D>>,
+    ) -> burn::module::Param<burn::tensor::Tensor<B, D>> {
+        param.map(|t| {
+            let require_grad = t.is_require_grad();
+            let fresh = burn::tensor::Tensor::from_data(t.to_data(), &t.device());
+            if require_grad {
+                fresh.require_grad()
+            } else {
+                fresh
+            }
+        })
     }
 }
 

@@ -85,11 +85,16 @@ pub fn decays(path: &str) -> bool {
 /// Gradients summed over micro-batches, flat, by parameter.
 pub struct GradAccumulator<B: Backend> {
     grads: HashMap<ParamId, Tensor<B, 1>>,
+    /// Parameters in the module's visiting order: the global norm is summed in
+    /// this fixed order, never in a hash map's, so every run (and every resumed
+    /// run) rounds it the same way.
+    order: Vec<ParamId>,
 }
 
 struct Collect<'a, AB: AutodiffBackend> {
     grads: &'a AB::Gradients,
     into: &'a mut HashMap<ParamId, Tensor<AB::InnerBackend, 1>>,
+    order: &'a mut Vec<ParamId>,
 }
 
 impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
@@ -99,7 +104,10 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
         let g = g.reshape([n]);
         let sum = match self.into.remove(&param.id) {
             Some(acc) => acc + g,
-            None => g,
+            None => {
+                self.order.push(param.id);
+                g
+            }
         };
         self.into.insert(param.id, sum);
     }
@@ -107,7 +115,10 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
 
 impl<B: Backend> Default for GradAccumulator<B> {
     fn default() -> Self {
-        Self { grads: HashMap::new() }
+        Self {
+            grads: HashMap::new(),
+            order: Vec::new(),
+        }
     }
 }
 
@@ -121,6 +132,7 @@ impl<B: Backend> GradAccumulator<B> {
         model.visit(&mut Collect::<AB> {
             grads,
             into: &mut self.grads,
+            order: &mut self.order,
         });
     }
 
@@ -133,9 +145,9 @@ impl<B: Backend> GradAccumulator<B> {
     /// every gradient scaled by `max_norm / (norm + 1e-6)` when that is below 1.
     pub fn clip_global_norm(&mut self, max_norm: Option<f64>) -> f64 {
         let Some(total) = self
-            .grads
-            .values()
-            .map(|g| g.clone().powi_scalar(2).sum())
+            .order
+            .iter()
+            .map(|id| self.grads[id].clone().powi_scalar(2).sum())
             .reduce(|a, b| a + b)
         else {
             return 0.0;
@@ -241,6 +253,7 @@ impl<B: Backend> AdamW<B> {
         };
         let model = model.map(&mut update);
         grads.grads.clear();
+        grads.order.clear();
         model
     }
 

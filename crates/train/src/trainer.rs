@@ -181,6 +181,8 @@ pub struct TrainerState {
 /// What a finished run reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainSummary {
+    /// Training examples.
+    pub train_examples: usize,
     /// Optimizer steps done.
     pub steps: usize,
     /// Whether early stopping ended the run.
@@ -307,17 +309,41 @@ fn save_checkpoint<AB: AutodiffBackend>(
     zhbert_model::write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
     // fsync the files' folder before it becomes visible under its final name.
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).ok();
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_checkpoint(&dir);
     std::fs::rename(&tmp, &dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
     // Keep the last `keep` and the best.
     let all = list_checkpoints(out);
     let cut = all.len().saturating_sub(keep.max(1));
     for (step, path) in &all[..cut] {
         if Some(*step) != state.best_step {
-            let _ = std::fs::remove_dir_all(path);
+            remove_checkpoint(path);
         }
     }
     Ok(())
+}
+
+/// Renames a checkpoint out of sight, then deletes it: a kill during the deletion
+/// leaves a hidden folder, never a half-deleted `checkpoint-N`.
+fn remove_checkpoint(path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let doomed = path.with_file_name(format!(".{name}.deleting"));
+    if std::fs::rename(path, &doomed).is_ok() {
+        let _ = std::fs::remove_dir_all(&doomed);
+    }
+}
+
+/// Removes what a killed run may have left half-written or half-deleted.
+fn remove_stale(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out.join("checkpoints")) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".deleting")) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Loads weights and optimizer state of a checkpoint into a freshly built model.
@@ -399,6 +425,7 @@ pub fn train<AB: AutodiffBackend>(
         config: Some(config.clone()),
         ..Default::default()
     };
+    remove_stale(out);
     if resume {
         match list_checkpoints(out).last() {
             Some((_, dir)) => {
@@ -570,6 +597,10 @@ pub fn train<AB: AutodiffBackend>(
             if last {
                 break 'epochs;
             }
+            if epoch_ended {
+                // The next epoch has its own order: back to the outer loop.
+                break;
+            }
         }
     }
     if let Some(bar) = &bar {
@@ -590,6 +621,7 @@ pub fn train<AB: AutodiffBackend>(
     let dev = data.dev.as_ref().map(|d| eval_model(&model, d)).transpose()?;
     let test = data.test.as_ref().map(|d| eval_model(&model, d)).transpose()?;
     let summary = TrainSummary {
+        train_examples: lengths.len(),
         steps: state.global_step,
         early_stopped,
         best_step: state.best_step,
