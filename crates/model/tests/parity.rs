@@ -413,3 +413,23 @@ fn checkpoints_that_do_not_fit_are_clear_errors() {
         "{err}"
     );
 }
+
+/// bert-base-chinese's shape (vocab 21128, 12 layers, hidden 768), random weights:
+/// too big for a fixture, so run by hand after
+/// `python3 tests/fixtures/make_fixtures.py --big /tmp/big-bert`:
+/// `ZHBERT_BIG_DIR=/tmp/big-bert cargo test --release -p zhbert-model -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs the output of make_fixtures.py --big (400 MB)"]
+fn bert_base_chinese_shape_matches_pytorch() {
+    let dir = std::path::PathBuf::from(std::env::var("ZHBERT_BIG_DIR").expect("set ZHBERT_BIG_DIR"));
+    let e = Expected::open(dir.join("expected.safetensors"));
+    let device = Default::default();
+    let options = LoadOptions::default();
+    let (model, config, report) = load_classifier::<B>(&dir, &options, &device).unwrap();
+    assert_eq!((config.vocab_size, config.num_hidden_layers, config.hidden_size), (21128, 12, 768));
+    assert!(report.missing.is_empty() && !report.fresh_head, "{report}");
+    let out = model.bert.forward(input(&e, &device));
+    assert_close("big last_hidden_state", &to_vec(out.last_hidden_state), &e.f32("last_hidden_state"), 1e-4);
+    assert_close("big pooler_output", &to_vec(out.pooler_output.unwrap()), &e.f32("pooler_output"), 1e-4);
+    assert_close("big logits", &to_vec(model.forward(input(&e, &device))), &e.f32("logits"), 1e-4);
+}
