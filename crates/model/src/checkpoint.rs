@@ -428,27 +428,14 @@ pub fn save_safetensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     module: &M,
     path: &Path,
 ) -> Result<(), ModelError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".model.")
-        .suffix(".safetensors.tmp")
-        .tempfile_in(dir)
-        .map_err(|e| ModelError::io(dir, e))?;
-    let mut store = SafetensorsStore::from_file(tmp.path())
+    let mut store = SafetensorsStore::from_bytes(None)
         .with_to_adapter(BurnToPyTorchAdapter)
         .remap(save_remapper())
-        .metadata("format", "pt")
-        .overwrite(true);
-    module
-        .save_into(&mut store)
-        .map_err(|e| ModelError::invalid(path, format!("cannot write weights: {e}")))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| ModelError::io(path, e))?;
-    tmp.persist(path)
-        .map_err(|e| ModelError::io(path, e.error))?;
-    Ok(())
+        .metadata("format", "pt");
+    let cannot = |e: &dyn fmt::Display| ModelError::invalid(path, format!("cannot write weights: {e}"));
+    module.save_into(&mut store).map_err(|e| cannot(&e))?;
+    let bytes = store.get_bytes().map_err(|e| cannot(&e))?;
+    crate::write_atomic(path, &bytes)
 }
 
 /// Writes a classification model as an HF folder: `model.safetensors` and

@@ -482,9 +482,13 @@ impl BertTokenizer {
             text.push_str(token);
             text.push('\n');
         }
-        write_atomic(&dir.join("vocab.txt"), text.as_bytes())?;
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            write_atomic(&path, bytes).map_err(|source| TokenizerError::Io { path, source })
+        };
+        write("vocab.txt", text.as_bytes())?;
         let json = self.inner.to_string(true).map_err(tk_err)?;
-        write_atomic(&dir.join("tokenizer.json"), json.as_bytes())?;
+        write("tokenizer.json", json.as_bytes())?;
         let config = serde_json::json!({
             "tokenizer_class": "BertTokenizer",
             "do_lower_case": self.config.do_lower_case,
@@ -494,16 +498,16 @@ impl BertTokenizer {
             "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
             "cls_token": "[CLS]", "mask_token": "[MASK]",
         });
-        write_atomic(
-            &dir.join("tokenizer_config.json"),
+        write(
+            "tokenizer_config.json",
             serde_json::to_string_pretty(&config).unwrap().as_bytes(),
         )?;
         let special = serde_json::json!({
             "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
             "cls_token": "[CLS]", "mask_token": "[MASK]",
         });
-        write_atomic(
-            &dir.join("special_tokens_map.json"),
+        write(
+            "special_tokens_map.json",
             serde_json::to_string_pretty(&special).unwrap().as_bytes(),
         )?;
         Ok(())
@@ -571,23 +575,12 @@ fn truncate_longest_first(
     Ok((first, second, removed))
 }
 
-/// Writes a file atomically: to a temporary file beside it, then renamed over it,
-/// so a crash never leaves half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| TokenizerError::Io {
-        path: path.into(),
-        source,
-    };
-    let tmp = path.with_extension(format!(
-        "{}.tmp{}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
-    let mut f = fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io)
+/// Writes a file atomically (temporary file, fsync, rename), so a crash never
+/// leaves half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = atomic_write_file::AtomicWriteFile::open(path)?;
+    file.write_all(bytes)?;
+    file.commit()
 }
 
 /// Builds a character vocabulary from raw text, for a BERT trained from scratch.
