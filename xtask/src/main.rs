@@ -112,9 +112,20 @@ const DEMO_REVIEWS: &str = "物流很快，包装完好，书的内容也很精�
 fn demo(rest: &[String]) -> Result<()> {
     assets()?;
     let out = root().join("runs/demo-tiny-zh");
-    let mut args: Vec<String> = ["train", "--model", "tiny-zh", "--train", "datasets/sentiment/train.tsv", "--dev", "datasets/sentiment/dev.tsv", "--test", "datasets/sentiment/test.tsv", "--output"]
-        .map(String::from)
-        .to_vec();
+    let mut args: Vec<String> = [
+        "train",
+        "--model",
+        "tiny-zh",
+        "--train",
+        "datasets/sentiment/train.tsv",
+        "--dev",
+        "datasets/sentiment/dev.tsv",
+        "--test",
+        "datasets/sentiment/test.tsv",
+        "--output",
+    ]
+    .map(String::from)
+    .to_vec();
     args.push(out.display().to_string());
     // Running the demo again continues (or just re-evaluates) the same run.
     args.push("--resume".into());
@@ -123,14 +134,24 @@ fn demo(rest: &[String]) -> Result<()> {
     zhbert(&args)?;
     let reviews = out.join("demo-reviews.txt");
     std::fs::write(&reviews, DEMO_REVIEWS)?;
-    let mut predict = vec!["predict".to_string(), "--model".into(), out.display().to_string(), "--input".into(), reviews.display().to_string()];
+    let mut predict = vec![
+        "predict".to_string(),
+        "--model".into(),
+        out.display().to_string(),
+        "--input".into(),
+        reviews.display().to_string(),
+    ];
     if let Some(b) = backend_of(rest) {
         predict.extend(["--backend".to_string(), b]);
     }
     println!("\npredictions for {}:", reviews.display());
     for (text, line) in DEMO_REVIEWS.lines().zip(run_capture(&predict)?.lines()) {
         let v: serde_json::Value = serde_json::from_str(line)?;
-        println!("  {:<8} {:.3}  {text}", v["label"].as_str().unwrap_or("?"), v["score"].as_f64().unwrap_or(0.0));
+        println!(
+            "  {:<8} {:.3}  {text}",
+            v["label"].as_str().unwrap_or("?"),
+            v["score"].as_f64().unwrap_or(0.0)
+        );
     }
     Ok(())
 }

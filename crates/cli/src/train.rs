@@ -6,10 +6,15 @@ use anyhow::{bail, Context, Result};
 use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::Deserialize;
-use zhbert_data::{encode_dataset, read_dataset, stratified_split, BadRows, Columns, Dataset, EncodedDataset, ReadOptions};
+use zhbert_data::{
+    encode_dataset, read_dataset, stratified_split, BadRows, Columns, Dataset, EncodedDataset,
+    ReadOptions,
+};
 use zhbert_model::{load_classifier, LoadOptions};
 use zhbert_tokenizer::{build_char_vocab, BertTokenizer, TokenizerConfig};
-use zhbert_train::{evaluate, preset, presets, train, ClassWeights, TrainConfig, TrainData, Warmup};
+use zhbert_train::{
+    evaluate, preset, presets, train, ClassWeights, TrainConfig, TrainData, Warmup,
+};
 
 use crate::{with_backend, BackendArgs};
 
@@ -123,11 +128,43 @@ macro_rules! merge {
 impl TrainArgs {
     fn merged(mut self) -> Result<Self> {
         if let Some(path) = self.config.clone() {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let mut file: TrainArgs = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().replace('\n', " ")))?;
-            merge!(self, file, train, dev, test, model, output, text_column, text_pair_column, label_column, on_bad_row, split,
-                epochs, max_steps, lr, batch_size, max_length, warmup, weight_decay, grad_accum, max_grad_norm, seed,
-                eval_every, save_every, keep_checkpoints, patience, metric, class_weights, label_smoothing, log_every);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut file: TrainArgs = toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("{}: {}", path.display(), e.to_string().replace('\n', " "))
+            })?;
+            merge!(
+                self,
+                file,
+                train,
+                dev,
+                test,
+                model,
+                output,
+                text_column,
+                text_pair_column,
+                label_column,
+                on_bad_row,
+                split,
+                epochs,
+                max_steps,
+                lr,
+                batch_size,
+                max_length,
+                warmup,
+                weight_decay,
+                grad_accum,
+                max_grad_norm,
+                seed,
+                eval_every,
+                save_every,
+                keep_checkpoints,
+                patience,
+                metric,
+                class_weights,
+                label_smoothing,
+                log_every
+            );
             self.group_by_length |= file.group_by_length;
         }
         Ok(self)
@@ -140,7 +177,19 @@ impl TrainArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
         }
-        set!(epochs, lr, batch_size, max_length, weight_decay, grad_accum, seed, keep_checkpoints, metric, label_smoothing, log_every);
+        set!(
+            epochs,
+            lr,
+            batch_size,
+            max_length,
+            weight_decay,
+            grad_accum,
+            seed,
+            keep_checkpoints,
+            metric,
+            label_smoothing,
+            log_every
+        );
         c.max_steps = self.max_steps.or(c.max_steps);
         c.eval_every = self.eval_every.or(c.eval_every);
         c.save_every = self.save_every.or(c.save_every);
@@ -157,7 +206,11 @@ impl TrainArgs {
             } else {
                 ClassWeights::List(
                     w.split(',')
-                        .map(|x| x.trim().parse::<f32>().map_err(|_| anyhow::anyhow!("--class-weights {w:?}: auto or numbers like 1,2.5")))
+                        .map(|x| {
+                            x.trim().parse::<f32>().map_err(|_| {
+                                anyhow::anyhow!("--class-weights {w:?}: auto or numbers like 1,2.5")
+                            })
+                        })
                         .collect::<Result<_>>()?,
                 )
             });
@@ -175,7 +228,11 @@ impl TrainArgs {
                 text_pair: self.text_pair_column.clone(),
                 label: self.label_column.clone().unwrap_or_else(|| "label".into()),
             },
-            bad_rows: if self.on_bad_row.as_deref() == Some("skip") { BadRows::Skip } else { BadRows::Fail },
+            bad_rows: if self.on_bad_row.as_deref() == Some("skip") {
+                BadRows::Skip
+            } else {
+                BadRows::Fail
+            },
             known_labels,
         }
     }
@@ -193,10 +250,19 @@ fn read(path: &Path, options: &ReadOptions) -> Result<Dataset> {
 pub fn run(args: TrainArgs) -> Result<()> {
     let args = args.merged()?;
     let kind = args.backend.kind()?;
-    with_backend!(kind, args.backend.device, |B, device| run_on::<Autodiff<B>>(&args, &device))
+    with_backend!(
+        kind,
+        args.backend.device,
+        |B, device| run_on::<Autodiff<B>>(&args, &device)
+    )
 }
 
-fn encode(name: &str, data: &Dataset, tokenizer: &BertTokenizer, max_length: usize) -> Result<EncodedDataset> {
+fn encode(
+    name: &str,
+    data: &Dataset,
+    tokenizer: &BertTokenizer,
+    max_length: usize,
+) -> Result<EncodedDataset> {
     let e = encode_dataset(data, tokenizer, max_length)?;
     if e.truncated > 0 {
         tracing::info!(
@@ -211,7 +277,9 @@ fn encode(name: &str, data: &Dataset, tokenizer: &BertTokenizer, max_length: usi
 }
 
 fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<()> {
-    let (Some(train_path), Some(model_arg), Some(output)) = (&args.train, &args.model, &args.output) else {
+    let (Some(train_path), Some(model_arg), Some(output)) =
+        (&args.train, &args.model, &args.output)
+    else {
         bail!("zhbert train needs --train, --model and --output (as flags or in --config)");
     };
     let preset = preset(model_arg);
@@ -225,7 +293,14 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
         (None, None) => {
             let f = args.split.unwrap_or(0.1);
             let [t, d, s] = stratified_split(&all, f, f, config.seed);
-            tracing::info!("no --dev/--test: stratified split of {} by seed {}: train {}, dev {}, test {}", train_path.display(), config.seed, t.examples.len(), d.examples.len(), s.examples.len());
+            tracing::info!(
+                "no --dev/--test: stratified split of {} by seed {}: train {}, dev {}, test {}",
+                train_path.display(),
+                config.seed,
+                t.examples.len(),
+                d.examples.len(),
+                s.examples.len()
+            );
             (t, Some(d), Some(s))
         }
         (dev, test) => (
@@ -238,7 +313,10 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
     let (tokenizer, model, model_config) = match &preset {
         Some(p) => {
             let vocab = build_char_vocab(
-                train_set.examples.iter().flat_map(|e| std::iter::once(e.text.as_str()).chain(e.text_pair.as_deref())),
+                train_set
+                    .examples
+                    .iter()
+                    .flat_map(|e| std::iter::once(e.text.as_str()).chain(e.text_pair.as_deref())),
                 &TokenizerConfig::default(),
                 p.vocab_min_count,
                 p.vocab_max_size,
@@ -260,7 +338,14 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
         }
         None => {
             let dir = crate::hub::resolve_model(model_arg).with_context(|| {
-                format!("presets: {}", presets().iter().map(|p| p.name).collect::<Vec<_>>().join(", "))
+                format!(
+                    "presets: {}",
+                    presets()
+                        .iter()
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             })?;
             let tokenizer = BertTokenizer::from_dir(&dir)?;
             let options = LoadOptions {
@@ -270,24 +355,47 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
             let (model, model_config, report) = load_classifier::<AB>(&dir, &options, device)?;
             tracing::info!("{report}");
             if config.max_length > model_config.max_position_embeddings {
-                bail!("--max-length {} exceeds the model's max_position_embeddings {}", config.max_length, model_config.max_position_embeddings);
+                bail!(
+                    "--max-length {} exceeds the model's max_position_embeddings {}",
+                    config.max_length,
+                    model_config.max_position_embeddings
+                );
             }
             (tokenizer, model, model_config)
         }
     };
     let data = TrainData {
         train: encode("train", &train_set, &tokenizer, config.max_length)?,
-        dev: dev_set.as_ref().map(|d| encode("dev", d, &tokenizer, config.max_length)).transpose()?,
-        test: test_set.as_ref().map(|d| encode("test", d, &tokenizer, config.max_length)).transpose()?,
+        dev: dev_set
+            .as_ref()
+            .map(|d| encode("dev", d, &tokenizer, config.max_length))
+            .transpose()?,
+        test: test_set
+            .as_ref()
+            .map(|d| encode("test", d, &tokenizer, config.max_length))
+            .transpose()?,
         labels,
     };
-    let summary = train::<AB>(model, &model_config, &tokenizer, &data, &config, output, args.resume, device)?;
+    let summary = train::<AB>(
+        model,
+        &model_config,
+        &tokenizer,
+        &data,
+        &config,
+        output,
+        args.resume,
+        device,
+    )?;
     println!(
         "trained {} steps in {:.0}s ({:.1} sequences/s){}",
         summary.steps,
         summary.train_seconds,
         summary.train_sequences_per_second,
-        if summary.early_stopped { ", stopped early" } else { "" }
+        if summary.early_stopped {
+            ", stopped early"
+        } else {
+            ""
+        }
     );
     if let Some(d) = &summary.dev {
         println!("dev accuracy {:.4} macro F1 {:.4}", d.accuracy, d.macro_f1);
@@ -295,7 +403,10 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
     if let Some(t) = &summary.test {
         println!("test accuracy {:.4} macro F1 {:.4}", t.accuracy, t.macro_f1);
     }
-    println!("model, metrics.jsonl, eval.json and plots in {}", output.display());
+    println!(
+        "model, metrics.jsonl, eval.json and plots in {}",
+        output.display()
+    );
     Ok(())
 }
 
@@ -328,7 +439,9 @@ pub struct EvalArgs {
 
 pub fn run_eval(args: EvalArgs) -> Result<()> {
     let kind = args.backend.kind()?;
-    with_backend!(kind, args.backend.device, |B, device| eval_on::<B>(&args, &device))
+    with_backend!(kind, args.backend.device, |B, device| eval_on::<B>(
+        &args, &device
+    ))
 }
 
 fn eval_on<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
@@ -347,17 +460,36 @@ fn eval_on<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
         known_labels: Some(config.labels()),
     };
     let data = read(&args.data, &options)?;
-    let max_length = args.max_length.unwrap_or(config.max_position_embeddings.min(512));
+    let max_length = args
+        .max_length
+        .unwrap_or(config.max_position_embeddings.min(512));
     let encoded = encode("data", &data, &tokenizer, max_length)?;
-    let m = evaluate(&model, &tokenizer, &encoded, &config.labels(), args.batch_size, device)?;
+    let m = evaluate(
+        &model,
+        &tokenizer,
+        &encoded,
+        &config.labels(),
+        args.batch_size,
+        device,
+    )?;
     println!("{}: {} examples", args.data.display(), m.examples);
-    println!("loss {:.4} accuracy {:.4} macro F1 {:.4} micro F1 {:.4}", m.loss, m.accuracy, m.macro_f1, m.micro_f1);
+    println!(
+        "loss {:.4} accuracy {:.4} macro F1 {:.4} micro F1 {:.4}",
+        m.loss, m.accuracy, m.macro_f1, m.micro_f1
+    );
     for c in &m.per_class {
-        println!("  {:>12}  precision {:.4} recall {:.4} F1 {:.4} support {}", c.label, c.precision, c.recall, c.f1, c.support);
+        println!(
+            "  {:>12}  precision {:.4} recall {:.4} F1 {:.4} support {}",
+            c.label, c.precision, c.recall, c.f1, c.support
+        );
     }
     print!("{}", m.confusion_table());
     let out = args.output.clone().unwrap_or_else(|| {
-        let stem = args.data.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
+        let stem = args
+            .data
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("data");
         dir.join(format!("eval-{stem}.json"))
     });
     zhbert_model::write_atomic(&out, serde_json::to_string_pretty(&m)?.as_bytes())?;

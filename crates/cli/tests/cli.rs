@@ -261,14 +261,19 @@ fn tiny_model_and_data(dir: &Path) -> (PathBuf, PathBuf) {
     let model = dir.join("tiny");
     std::fs::create_dir_all(&model).unwrap();
     for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(root().join("tests/fixtures/tiny-bert").join(f), model.join(f)).unwrap();
+        std::fs::copy(
+            root().join("tests/fixtures/tiny-bert").join(f),
+            model.join(f),
+        )
+        .unwrap();
     }
-    let vocab: Vec<String> = std::fs::read_to_string(root().join("tests/fixtures/tokenizer/zh_char_vocab.txt"))
-        .unwrap()
-        .lines()
-        .take(128)
-        .map(String::from)
-        .collect();
+    let vocab: Vec<String> =
+        std::fs::read_to_string(root().join("tests/fixtures/tokenizer/zh_char_vocab.txt"))
+            .unwrap()
+            .lines()
+            .take(128)
+            .map(String::from)
+            .collect();
     std::fs::write(model.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
     let chars: Vec<&String> = vocab[5..]
         .iter()
@@ -290,9 +295,29 @@ fn tiny_model_and_data(dir: &Path) -> (PathBuf, PathBuf) {
 
 fn train_args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--model", model, "--train", data, "--output", out, "--epochs", "3", "--batch-size", "4",
-        "--max-length", "24", "--lr", "1e-3", "--save-every", "1", "--keep-checkpoints", "3", "--eval-every", "40",
-        "--log-every", "20",
+        "train",
+        "--model",
+        model,
+        "--train",
+        data,
+        "--output",
+        out,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "24",
+        "--lr",
+        "1e-3",
+        "--save-every",
+        "1",
+        "--keep-checkpoints",
+        "3",
+        "--eval-every",
+        "40",
+        "--log-every",
+        "20",
     ]
 }
 
@@ -304,7 +329,11 @@ fn sigkill_at_any_moment_loses_nothing_but_the_last_steps() {
     let straight = tmp.path().join("straight");
     let started = std::time::Instant::now();
     let run = zhbert(&train_args(m, d, straight.to_str().unwrap()));
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let took = started.elapsed().as_millis() as u64;
 
     let killed = tmp.path().join("killed");
@@ -330,36 +359,68 @@ fn sigkill_at_any_moment_loses_nothing_but_the_last_steps() {
         child.wait().unwrap();
         kills += 1;
         // Every checkpoint that is visible is complete and readable.
-        for entry in std::fs::read_dir(killed.join("checkpoints")).into_iter().flatten() {
+        for entry in std::fs::read_dir(killed.join("checkpoints"))
+            .into_iter()
+            .flatten()
+        {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_str().unwrap().to_string();
             if name.starts_with("checkpoint-") {
-                let state: serde_json::Value =
-                    serde_json::from_str(&std::fs::read_to_string(path.join("trainer_state.json")).unwrap()).unwrap();
+                let state: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(path.join("trainer_state.json")).unwrap(),
+                )
+                .unwrap();
                 assert!(state["global_step"].as_u64().is_some());
                 f32s(&path.join("model.safetensors"), "classifier.weight");
-                f32s(&path.join("optimizer.safetensors"), "exp_avg.classifier.weight");
+                f32s(
+                    &path.join("optimizer.safetensors"),
+                    "exp_avg.classifier.weight",
+                );
             }
         }
     }
-    assert!(kills >= 2, "the run finished before it could be killed twice");
+    assert!(
+        kills >= 2,
+        "the run finished before it could be killed twice"
+    );
     let mut args = train_args(m, d, out);
     args.push("--resume");
     let run = zhbert(&args);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     // Killed and resumed as often as it took, it ends exactly where the straight
     // run did. (The last checkpoint: the output folder holds the best step's weights.)
     let last = |run: &Path| {
         let mut steps: Vec<u64> = std::fs::read_dir(run.join("checkpoints"))
             .unwrap()
-            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_prefix("checkpoint-")?.parse().ok())
+            .filter_map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("checkpoint-")?
+                    .parse()
+                    .ok()
+            })
             .collect();
         steps.sort();
-        run.join(format!("checkpoints/checkpoint-{}/model.safetensors", steps.last().unwrap()))
+        run.join(format!(
+            "checkpoints/checkpoint-{}/model.safetensors",
+            steps.last().unwrap()
+        ))
     };
     assert_eq!(last(&killed).file_name(), last(&straight).file_name());
-    for name in ["classifier.weight", "bert.encoder.layer.1.output.dense.weight"] {
-        assert_eq!(f32s(&last(&killed), name), f32s(&last(&straight), name), "{name} after {kills} kills");
+    for name in [
+        "classifier.weight",
+        "bert.encoder.layer.1.output.dense.weight",
+    ] {
+        assert_eq!(
+            f32s(&last(&killed), name),
+            f32s(&last(&straight), name),
+            "{name} after {kills} kills"
+        );
         assert_eq!(
             f32s(&killed.join("model.safetensors"), name),
             f32s(&straight.join("model.safetensors"), name),
@@ -383,31 +444,82 @@ fn train_eval_predict_on_your_own_csv_and_toml_config() {
     )
     .unwrap();
     // Flags win over the file: 2 epochs, not 1.
-    let run = zhbert(&["train", "--config", config.to_str().unwrap(), "--epochs", "2"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = zhbert(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("test accuracy"), "{stdout}");
-    for f in ["model.safetensors", "config.json", "vocab.txt", "tokenizer.json", "eval.json", "metrics.jsonl", "loss.svg", "confusion.svg"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "vocab.txt",
+        "tokenizer.json",
+        "eval.json",
+        "metrics.jsonl",
+        "loss.svg",
+        "confusion.svg",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing from the output folder");
     }
-    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     // 400 rows, stratified 80/10/10 (rounded per class), 2 epochs of batches of 8.
     let train_n = eval["train_examples"].as_u64().unwrap();
-    assert_eq!(train_n + 2 * eval["test"]["examples"].as_u64().unwrap(), 400);
+    assert_eq!(
+        train_n + 2 * eval["test"]["examples"].as_u64().unwrap(),
+        400
+    );
     assert_eq!(eval["steps"].as_u64().unwrap(), 2 * train_n.div_ceil(8));
-    let config_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config_json["id2label"]["2"], "positive");
 
-    let run = zhbert(&["eval", "--model", out.to_str().unwrap(), "--data", data.to_str().unwrap()]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval-train.json")).unwrap()).unwrap();
+    let run = zhbert(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval-train.json")).unwrap())
+            .unwrap();
     assert_eq!(metrics["examples"], 400);
     let confusion: Vec<Vec<u64>> = serde_json::from_value(metrics["confusion"].clone()).unwrap();
     assert_eq!(confusion.iter().flatten().sum::<u64>(), 400);
 
-    let run = zhbert(&["predict", "--model", out.to_str().unwrap(), "--input", data.to_str().unwrap(), "--top-k", "3"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let run = zhbert(&[
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        "--input",
+        data.to_str().unwrap(),
+        "--top-k",
+        "3",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 400);
     let probs: Vec<f32> = serde_json::from_value(lines[0]["probs"].clone()).unwrap();
     assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
@@ -416,10 +528,20 @@ fn train_eval_predict_on_your_own_csv_and_toml_config() {
     let dev = tmp.path().join("dev.csv");
     std::fs::write(&dev, "text,label\n好,positive\n差,angry\n").unwrap();
     let run = zhbert(&[
-        "train", "--model", model.to_str().unwrap(), "--train", data.to_str().unwrap(), "--dev", dev.to_str().unwrap(),
-        "--output", tmp.path().join("o2").to_str().unwrap(),
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--train",
+        data.to_str().unwrap(),
+        "--dev",
+        dev.to_str().unwrap(),
+        "--output",
+        tmp.path().join("o2").to_str().unwrap(),
     ]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1));
-    assert!(stderr.contains("dev.csv:3: unknown label \"angry\""), "{stderr}");
+    assert!(
+        stderr.contains("dev.csv:3: unknown label \"angry\""),
+        "{stderr}"
+    );
 }

@@ -179,7 +179,10 @@ fn bad(path: &Path, line: u64, message: impl Into<String>) -> DataError {
 }
 
 /// Reads a labelled file, cleans it and reports what it did.
-pub fn read_dataset(path: &Path, options: &ReadOptions) -> Result<(Dataset, HygieneReport), DataError> {
+pub fn read_dataset(
+    path: &Path,
+    options: &ReadOptions,
+) -> Result<(Dataset, HygieneReport), DataError> {
     let format = match options.format {
         Some(f) => f,
         None => DataFormat::from_path(path)?,
@@ -200,7 +203,9 @@ pub fn read_dataset(path: &Path, options: &ReadOptions) -> Result<(Dataset, Hygi
     };
     let mut class_txt: Option<Vec<String>> = None;
     match format {
-        DataFormat::Csv | DataFormat::Tsv => read_delimited(path, format, options, &mut rows, &mut report, &mut on_bad)?,
+        DataFormat::Csv | DataFormat::Tsv => {
+            read_delimited(path, format, options, &mut rows, &mut report, &mut on_bad)?
+        }
         DataFormat::Jsonl => read_jsonl(path, options, &mut rows, &mut report, &mut on_bad)?,
         DataFormat::TextTab => {
             class_txt = read_class_txt(path)?;
@@ -214,7 +219,12 @@ pub fn read_dataset(path: &Path, options: &ReadOptions) -> Result<(Dataset, Hygi
     } else if let Some(classes) = &class_txt {
         classes.clone()
     } else {
-        let mut seen: Vec<String> = rows.iter().map(|r| r.label.clone()).collect::<HashSet<_>>().into_iter().collect();
+        let mut seen: Vec<String> = rows
+            .iter()
+            .map(|r| r.label.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
         // Integer labels in numeric order, names in code point order: stable across runs.
         if seen.iter().all(|l| l.parse::<i64>().is_ok()) {
             seen.sort_by_key(|l| l.parse::<i64>().unwrap());
@@ -223,7 +233,11 @@ pub fn read_dataset(path: &Path, options: &ReadOptions) -> Result<(Dataset, Hygi
         }
         seen
     };
-    let index: HashMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
     let mut examples = Vec::with_capacity(rows.len());
     let mut lines = Vec::with_capacity(rows.len());
     for row in rows {
@@ -237,8 +251,16 @@ pub fn read_dataset(path: &Path, options: &ReadOptions) -> Result<(Dataset, Hygi
         };
         let Some(label) = id else {
             let message = match &class_txt {
-                Some(c) if options.known_labels.is_none() => format!("label {:?} is not an id of class.txt (0..{})", row.label, c.len()),
-                _ => format!("unknown label {:?} (known: {})", row.label, labels.join(", ")),
+                Some(c) if options.known_labels.is_none() => format!(
+                    "label {:?} is not an id of class.txt (0..{})",
+                    row.label,
+                    c.len()
+                ),
+                _ => format!(
+                    "unknown label {:?} (known: {})",
+                    row.label,
+                    labels.join(", ")
+                ),
             };
             on_bad(bad(path, row.line, message), &mut report)?;
             continue;
@@ -310,7 +332,11 @@ fn read_delimited(
     on_bad: &mut OnBad<'_>,
 ) -> Result<(), DataError> {
     let mut csv = csv::ReaderBuilder::new()
-        .delimiter(if format == DataFormat::Tsv { b'\t' } else { b',' })
+        .delimiter(if format == DataFormat::Tsv {
+            b'\t'
+        } else {
+            b','
+        })
         .flexible(true)
         .from_reader(open(path)?);
     let headers: Vec<String> = csv
@@ -320,13 +346,23 @@ fn read_delimited(
             message: format!("cannot read the header: {e}"),
         })?
         .iter()
-        .map(|h| String::from_utf8_lossy(h).trim_start_matches('\u{feff}').to_string())
+        .map(|h| {
+            String::from_utf8_lossy(h)
+                .trim_start_matches('\u{feff}')
+                .to_string()
+        })
         .collect();
     let col = |name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| DataError::File {
-            path: path.into(),
-            message: format!("no column {name:?} in the header (columns: {})", headers.join(", ")),
-        })
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| DataError::File {
+                path: path.into(),
+                message: format!(
+                    "no column {name:?} in the header (columns: {})",
+                    headers.join(", ")
+                ),
+            })
     };
     let c = &options.columns;
     let (text_col, label_col) = (col(&c.text)?, col(&c.label)?);
@@ -343,19 +379,41 @@ fn read_delimited(
         report.rows_read += 1;
         let line = record.position().map_or(0, |p| p.line());
         if record.len() != headers.len() {
-            on_bad(bad(path, line, format!("{} fields where the header has {}", record.len(), headers.len())), report)?;
+            on_bad(
+                bad(
+                    path,
+                    line,
+                    format!(
+                        "{} fields where the header has {}",
+                        record.len(),
+                        headers.len()
+                    ),
+                ),
+                report,
+            )?;
             continue;
         }
         let field = |i: usize, name: &str| {
             std::str::from_utf8(&record[i])
                 .map(String::from)
-                .map_err(|e| bad(path, line, format!("column {name:?} is not valid UTF-8 (byte {})", e.valid_up_to())))
+                .map_err(|e| {
+                    bad(
+                        path,
+                        line,
+                        format!(
+                            "column {name:?} is not valid UTF-8 (byte {})",
+                            e.valid_up_to()
+                        ),
+                    )
+                })
         };
         let parsed = (|| {
             Ok::<_, DataError>(Row {
                 line,
                 text: field(text_col, &c.text)?,
-                text_pair: pair_col.map(|i| field(i, c.text_pair.as_deref().unwrap())).transpose()?,
+                text_pair: pair_col
+                    .map(|i| field(i, c.text_pair.as_deref().unwrap()))
+                    .transpose()?,
                 label: field(label_col, &c.label)?.trim().to_string(),
             })
         })();
@@ -368,16 +426,21 @@ fn read_delimited(
 }
 
 /// Reads lines as bytes so that a line that is not UTF-8 is reported with its number.
-pub(crate) fn for_each_line(path: &Path, mut f: impl FnMut(u64, Result<&str, DataError>) -> Result<(), DataError>) -> Result<(), DataError> {
+pub(crate) fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(u64, Result<&str, DataError>) -> Result<(), DataError>,
+) -> Result<(), DataError> {
     let mut reader = BufReader::new(open(path)?);
     let mut buf = Vec::new();
     let mut line_no = 0u64;
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(|source| DataError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| DataError::Io {
+                path: path.into(),
+                source,
+            })?;
         if n == 0 {
             return Ok(());
         }
@@ -386,9 +449,19 @@ pub(crate) fn for_each_line(path: &Path, mut f: impl FnMut(u64, Result<&str, Dat
             .map(|l| {
                 let l = l.strip_suffix('\n').unwrap_or(l);
                 let l = l.strip_suffix('\r').unwrap_or(l);
-                if line_no == 1 { l.trim_start_matches('\u{feff}') } else { l }
+                if line_no == 1 {
+                    l.trim_start_matches('\u{feff}')
+                } else {
+                    l
+                }
             })
-            .map_err(|e| bad(path, line_no, format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to())));
+            .map_err(|e| {
+                bad(
+                    path,
+                    line_no,
+                    format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to()),
+                )
+            });
         f(line_no, line)?;
     }
 }
@@ -407,12 +480,16 @@ fn read_jsonl(
                 return Ok(None);
             }
             report.rows_read += 1;
-            let value: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| bad(path, line, format!("not valid JSON: {e}")))?;
+            let value: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| bad(path, line, format!("not valid JSON: {e}")))?;
             let string = |name: &str| match value.get(name) {
                 Some(serde_json::Value::String(s)) => Ok(s.clone()),
                 Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
-                Some(other) => Err(bad(path, line, format!("field {name:?} is {other}, not a string or number"))),
+                Some(other) => Err(bad(
+                    path,
+                    line,
+                    format!("field {name:?} is {other}, not a string or number"),
+                )),
                 None => Err(bad(path, line, format!("no field {name:?}"))),
             };
             Ok(Some(Row {
@@ -431,7 +508,12 @@ fn read_jsonl(
     })
 }
 
-fn read_text_tab(path: &Path, rows: &mut Vec<Row>, report: &mut HygieneReport, on_bad: &mut OnBad<'_>) -> Result<(), DataError> {
+fn read_text_tab(
+    path: &Path,
+    rows: &mut Vec<Row>,
+    report: &mut HygieneReport,
+    on_bad: &mut OnBad<'_>,
+) -> Result<(), DataError> {
     for_each_line(path, |line, text| {
         let parsed = text.and_then(|text| {
             if text.is_empty() {
@@ -491,15 +573,27 @@ mod tests {
         let p = write(
             d.path(),
             "a.csv",
-            "text,label\n好,pos\n好,pos\n差,neg\n差,pos\n  ,neg\n一般,neg\n\"有,逗号\",pos\n".as_bytes(),
+            "text,label\n好,pos\n好,pos\n差,neg\n差,pos\n  ,neg\n一般,neg\n\"有,逗号\",pos\n"
+                .as_bytes(),
         );
         let (ds, r) = read_dataset(&p, &ReadOptions::default()).unwrap();
         assert_eq!(ds.labels, vec!["neg", "pos"]);
         assert_eq!(
-            ds.examples.iter().map(|e| (e.text.as_str(), e.label)).collect::<Vec<_>>(),
+            ds.examples
+                .iter()
+                .map(|e| (e.text.as_str(), e.label))
+                .collect::<Vec<_>>(),
             vec![("好", 1), ("一般", 0), ("有,逗号", 1)]
         );
-        assert_eq!((r.rows_read, r.duplicates_removed, r.conflicting_texts_dropped, r.empty_dropped), (7, 1, 1, 1));
+        assert_eq!(
+            (
+                r.rows_read,
+                r.duplicates_removed,
+                r.conflicting_texts_dropped,
+                r.empty_dropped
+            ),
+            (7, 1, 1, 1)
+        );
         assert_eq!(r.class_counts["pos"], 2);
     }
 
@@ -507,11 +601,20 @@ mod tests {
     fn class_txt_layout_and_jsonl_with_named_fields() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "class.txt", "finance\nsports\n".as_bytes());
-        let p = write(d.path(), "train.txt", "股市大涨\t0\n球队夺冠\t1\n".as_bytes());
+        let p = write(
+            d.path(),
+            "train.txt",
+            "股市大涨\t0\n球队夺冠\t1\n".as_bytes(),
+        );
         let (ds, _) = read_dataset(&p, &ReadOptions::default()).unwrap();
         assert_eq!(ds.labels, vec!["finance", "sports"]);
         assert_eq!(ds.examples[1].label, 1);
-        let p = write(d.path(), "dev.jsonl", "{\"sentence\": \"好\", \"label\": 1}\n{\"sentence\": \"差\", \"label\": \"0\"}\n".as_bytes());
+        let p = write(
+            d.path(),
+            "dev.jsonl",
+            "{\"sentence\": \"好\", \"label\": 1}\n{\"sentence\": \"差\", \"label\": \"0\"}\n"
+                .as_bytes(),
+        );
         let options = ReadOptions {
             columns: Columns {
                 text: "sentence".into(),
@@ -527,13 +630,20 @@ mod tests {
     #[test]
     fn bad_rows_fail_with_file_and_line_or_are_skipped() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "dev.tsv", b"text\tlabel\nok\tpos\nextra\tpos\tx\nbad\xff\tneg\nnew\tneutral\n");
+        let p = write(
+            d.path(),
+            "dev.tsv",
+            b"text\tlabel\nok\tpos\nextra\tpos\tx\nbad\xff\tneg\nnew\tneutral\n",
+        );
         let known = ReadOptions {
             known_labels: Some(vec!["neg".into(), "pos".into()]),
             ..Default::default()
         };
         let e = read_dataset(&p, &known).unwrap_err().to_string();
-        assert!(e.ends_with("dev.tsv:3: 3 fields where the header has 2"), "{e}");
+        assert!(
+            e.ends_with("dev.tsv:3: 3 fields where the header has 2"),
+            "{e}"
+        );
         let skip = ReadOptions {
             bad_rows: BadRows::Skip,
             ..known
@@ -541,7 +651,15 @@ mod tests {
         let (ds, r) = read_dataset(&p, &skip).unwrap();
         assert_eq!(ds.examples.len(), 1);
         assert_eq!(r.bad_rows.len(), 3, "{:?}", r.bad_rows);
-        assert!(r.bad_rows[1].ends_with("dev.tsv:4: column \"text\" is not valid UTF-8 (byte 3)"), "{:?}", r.bad_rows);
-        assert!(r.bad_rows[2].ends_with("dev.tsv:5: unknown label \"neutral\" (known: neg, pos)"), "{:?}", r.bad_rows);
+        assert!(
+            r.bad_rows[1].ends_with("dev.tsv:4: column \"text\" is not valid UTF-8 (byte 3)"),
+            "{:?}",
+            r.bad_rows
+        );
+        assert!(
+            r.bad_rows[2].ends_with("dev.tsv:5: unknown label \"neutral\" (known: neg, pos)"),
+            "{:?}",
+            r.bad_rows
+        );
     }
 }

@@ -25,7 +25,11 @@ impl EncodedDataset {
     }
 
     /// The padded batch of the given examples and their labels.
-    pub fn batch(&self, tokenizer: &BertTokenizer, indices: &[usize]) -> Result<(Batch, Vec<usize>), TokenizerError> {
+    pub fn batch(
+        &self,
+        tokenizer: &BertTokenizer,
+        indices: &[usize],
+    ) -> Result<(Batch, Vec<usize>), TokenizerError> {
         let rows: Vec<Encoded> = indices.iter().map(|&i| self.encoded[i].clone()).collect();
         let labels = indices.iter().map(|&i| self.labels[i]).collect();
         Ok((tokenizer.pad(&rows, Padding::Longest)?, labels))
@@ -33,7 +37,11 @@ impl EncodedDataset {
 }
 
 /// Tokenizes every example (rayon), truncating to `max_length`.
-pub fn encode_dataset(data: &Dataset, tokenizer: &BertTokenizer, max_length: usize) -> Result<EncodedDataset, TokenizerError> {
+pub fn encode_dataset(
+    data: &Dataset,
+    tokenizer: &BertTokenizer,
+    max_length: usize,
+) -> Result<EncodedDataset, TokenizerError> {
     let encoded: Vec<Encoded> = data
         .examples
         .par_iter()

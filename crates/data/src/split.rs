@@ -17,11 +17,16 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 /// `dev` and `test` are fractions (for example 0.1 and 0.1); each split keeps
 /// the file order of its examples.
 pub fn stratified_split(data: &Dataset, dev: f64, test: f64, seed: u64) -> [Dataset; 3] {
-    assert!(dev >= 0.0 && test >= 0.0 && dev + test < 1.0, "fractions must leave a training set");
+    assert!(
+        dev >= 0.0 && test >= 0.0 && dev + test < 1.0,
+        "fractions must leave a training set"
+    );
     let mut rng = rng(seed);
     let mut parts: [Vec<usize>; 3] = Default::default();
     for label in 0..data.labels.len() {
-        let mut idx: Vec<usize> = (0..data.examples.len()).filter(|&i| data.examples[i].label == label).collect();
+        let mut idx: Vec<usize> = (0..data.examples.len())
+            .filter(|&i| data.examples[i].label == label)
+            .collect();
         idx.shuffle(&mut rng);
         let n = idx.len() as f64;
         let (n_dev, n_test) = ((n * dev).round() as usize, (n * test).round() as usize);
@@ -45,7 +50,12 @@ pub fn stratified_split(data: &Dataset, dev: f64, test: f64, seed: u64) -> [Data
 /// is cut into mega-batches of 50 batches, each sorted by length (longest first),
 /// so batches hold texts of similar length and little goes to padding; the batch
 /// with the longest text comes first, so peak memory shows at once.
-pub fn epoch_batches(lengths: &[usize], batch_size: usize, shuffle_seed: Option<u64>, group_by_length: bool) -> Vec<Vec<usize>> {
+pub fn epoch_batches(
+    lengths: &[usize],
+    batch_size: usize,
+    shuffle_seed: Option<u64>,
+    group_by_length: bool,
+) -> Vec<Vec<usize>> {
     assert!(batch_size > 0);
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     if let Some(seed) = shuffle_seed {
@@ -58,7 +68,9 @@ pub fn epoch_batches(lengths: &[usize], batch_size: usize, shuffle_seed: Option<
     }
     let mut batches: Vec<Vec<usize>> = order.chunks(batch_size).map(|c| c.to_vec()).collect();
     if group_by_length {
-        if let Some(longest) = (0..batches.len()).max_by_key(|&b| batches[b].iter().map(|&i| lengths[i]).max()) {
+        if let Some(longest) =
+            (0..batches.len()).max_by_key(|&b| batches[b].iter().map(|&i| lengths[i]).max())
+        {
             batches.swap(0, longest);
         }
     }
@@ -94,7 +106,10 @@ mod tests {
         assert_eq!(dev.class_counts(), vec![90, 10]);
         assert_eq!(test.class_counts(), vec![90, 10]);
         assert_eq!(train.class_counts(), vec![720, 80]);
-        let mut all: Vec<_> = [&train, &dev, &test].iter().flat_map(|s| s.examples.iter().map(|e| e.text.clone())).collect();
+        let mut all: Vec<_> = [&train, &dev, &test]
+            .iter()
+            .flat_map(|s| s.examples.iter().map(|e| e.text.clone()))
+            .collect();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 1000);
@@ -114,11 +129,19 @@ mod tests {
                 assert_eq!(b[0].iter().map(|&i| lengths[i]).max(), Some(100));
                 // Padding waste is far below a random order's.
                 let waste = |b: &Vec<Vec<usize>>| -> usize {
-                    b.iter().map(|x| { let m = x.iter().map(|&i| lengths[i]).max().unwrap(); x.iter().map(|&i| m - lengths[i]).sum::<usize>() }).sum()
+                    b.iter()
+                        .map(|x| {
+                            let m = x.iter().map(|&i| lengths[i]).max().unwrap();
+                            x.iter().map(|&i| m - lengths[i]).sum::<usize>()
+                        })
+                        .sum()
                 };
                 assert!(waste(&b) * 5 < waste(&epoch_batches(&lengths, 16, Some(3), false)));
             }
         }
-        assert_eq!(epoch_batches(&lengths, 16, None, false)[0], (0..16).collect::<Vec<_>>());
+        assert_eq!(
+            epoch_batches(&lengths, 16, None, false)[0],
+            (0..16).collect::<Vec<_>>()
+        );
     }
 }

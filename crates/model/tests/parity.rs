@@ -421,15 +421,38 @@ fn checkpoints_that_do_not_fit_are_clear_errors() {
 #[test]
 #[ignore = "needs the output of make_fixtures.py --big (400 MB)"]
 fn bert_base_chinese_shape_matches_pytorch() {
-    let dir = std::path::PathBuf::from(std::env::var("ZHBERT_BIG_DIR").expect("set ZHBERT_BIG_DIR"));
+    let dir =
+        std::path::PathBuf::from(std::env::var("ZHBERT_BIG_DIR").expect("set ZHBERT_BIG_DIR"));
     let e = Expected::open(dir.join("expected.safetensors"));
     let device = Default::default();
     let options = LoadOptions::default();
     let (model, config, report) = load_classifier::<B>(&dir, &options, &device).unwrap();
-    assert_eq!((config.vocab_size, config.num_hidden_layers, config.hidden_size), (21128, 12, 768));
+    assert_eq!(
+        (
+            config.vocab_size,
+            config.num_hidden_layers,
+            config.hidden_size
+        ),
+        (21128, 12, 768)
+    );
     assert!(report.missing.is_empty() && !report.fresh_head, "{report}");
     let out = model.bert.forward(input(&e, &device));
-    assert_close("big last_hidden_state", &to_vec(out.last_hidden_state), &e.f32("last_hidden_state"), 1e-4);
-    assert_close("big pooler_output", &to_vec(out.pooler_output.unwrap()), &e.f32("pooler_output"), 1e-4);
-    assert_close("big logits", &to_vec(model.forward(input(&e, &device))), &e.f32("logits"), 1e-4);
+    assert_close(
+        "big last_hidden_state",
+        &to_vec(out.last_hidden_state),
+        &e.f32("last_hidden_state"),
+        1e-4,
+    );
+    assert_close(
+        "big pooler_output",
+        &to_vec(out.pooler_output.unwrap()),
+        &e.f32("pooler_output"),
+        1e-4,
+    );
+    assert_close(
+        "big logits",
+        &to_vec(model.forward(input(&e, &device))),
+        &e.f32("logits"),
+        1e-4,
+    );
 }

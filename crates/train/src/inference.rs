@@ -60,7 +60,9 @@ pub fn classify<B: Backend>(
         .map(|(logits, e)| {
             let probs = match options.problem_type {
                 ProblemType::SingleLabelClassification => softmax_row(&logits),
-                ProblemType::MultiLabelClassification => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
+                ProblemType::MultiLabelClassification => {
+                    logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect()
+                }
                 ProblemType::Regression => logits.clone(),
             };
             let label = argmax(&probs);
@@ -78,7 +80,13 @@ pub fn classify<B: Backend>(
 pub fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 {
+                (i, x)
+            } else {
+                best
+            }
+        })
         .0
 }
 

@@ -36,6 +36,8 @@ pub mod trainer;
 
 pub use inference::{classify, logits_of, InferenceOptions, Prediction};
 pub use metrics::{ClassMetrics, EvalMetrics};
-pub use presets::{preset, presets, Preset};
 pub use optim::{AdamW, AdamWConfig, GradAccumulator};
-pub use trainer::{evaluate, train, ClassWeights, TrainConfig, TrainData, TrainSummary, TrainerState, Warmup};
+pub use presets::{preset, presets, Preset};
+pub use trainer::{
+    evaluate, train, ClassWeights, TrainConfig, TrainData, TrainSummary, TrainerState, Warmup,
+};

@@ -54,7 +54,11 @@ impl EvalMetrics {
                 let support: usize = confusion[c].iter().sum();
                 let precision = ratio(tp, predicted_c);
                 let recall = ratio(tp, support);
-                let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+                let f1 = if precision + recall == 0.0 {
+                    0.0
+                } else {
+                    2.0 * precision * recall / (precision + recall)
+                };
                 ClassMetrics {
                     label: labels[c].clone(),
                     precision,
@@ -92,7 +96,12 @@ impl EvalMetrics {
     /// The confusion matrix as aligned text, rows true, columns predicted.
     pub fn confusion_table(&self) -> String {
         let names: Vec<&str> = self.per_class.iter().map(|c| c.label.as_str()).collect();
-        let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(4).max(6);
+        let w = names
+            .iter()
+            .map(|n| n.chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(6);
         let mut s = format!("{:>w$} | predicted\n", "true");
         s.push_str(&format!("{:>w$} |", ""));
         for n in &names {
@@ -129,7 +138,10 @@ mod tests {
         assert!((m.per_class[1].precision - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.per_class[1].f1 - 0.8).abs() < 1e-12);
         assert!((m.macro_f1 - (0.5 + 0.8 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
-        assert_eq!(m.confusion, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]);
+        assert_eq!(
+            m.confusion,
+            vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]
+        );
         // A class never predicted has precision 0 (zero_division=0), not NaN.
         let m = EvalMetrics::compute(&labels, &[0, 1, 2], &[0, 0, 0], 0.0);
         assert_eq!(m.per_class[1].precision, 0.0);

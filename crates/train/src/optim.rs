@@ -66,7 +66,8 @@ impl<B: Backend> ModuleVisitor<B> for ParamPaths {
         self.stack.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.out.push((self.stack.join("."), param.id, param.val().dims().to_vec()));
+        self.out
+            .push((self.stack.join("."), param.id, param.val().dims().to_vec()));
     }
 }
 
@@ -99,7 +100,9 @@ struct Collect<'a, AB: AutodiffBackend> {
 
 impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
-        let Some(g) = param.val().grad(self.grads) else { return };
+        let Some(g) = param.val().grad(self.grads) else {
+            return;
+        };
         let n = g.shape().num_elements();
         let g = g.reshape([n]);
         let sum = match self.into.remove(&param.id) {
@@ -224,7 +227,10 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Update<'_, AB> {
 
 impl<B: Backend> AdamW<B> {
     /// A fresh optimizer for `model` (whose parameter paths decide weight decay).
-    pub fn new<AB: AutodiffBackend<InnerBackend = B>, M: AutodiffModule<AB>>(config: AdamWConfig, model: &M) -> Self {
+    pub fn new<AB: AutodiffBackend<InnerBackend = B>, M: AutodiffModule<AB>>(
+        config: AdamWConfig,
+        model: &M,
+    ) -> Self {
         let no_decay = param_paths::<AB, M>(model)
             .into_iter()
             .filter(|(path, _, _)| !decays(path))
@@ -267,7 +273,12 @@ impl<B: Backend> AdamW<B> {
         for (path, id, shape) in param_paths::<AB, M>(model) {
             if let Some((m, v)) = self.moments.get(&id) {
                 for (kind, t) in [("exp_avg", m), ("exp_avg_sq", v)] {
-                    let data = t.clone().into_data().convert::<f32>().to_vec::<f32>().expect("f32 state");
+                    let data = t
+                        .clone()
+                        .into_data()
+                        .convert::<f32>()
+                        .to_vec::<f32>()
+                        .expect("f32 state");
                     out.push((format!("{kind}.{path}"), shape.clone(), data));
                 }
             }
@@ -290,8 +301,14 @@ impl<B: Backend> AdamW<B> {
             let get = |kind: &str| -> anyhow::Result<Option<Tensor<B, 1>>> {
                 match tensors.get(&format!("{kind}.{path}")) {
                     None => Ok(None),
-                    Some(v) if v.len() == n => Ok(Some(Tensor::from_data(TensorData::new(v.clone(), [n]), device))),
-                    Some(v) => anyhow::bail!("optimizer state {kind}.{path} has {} values, the parameter {n}", v.len()),
+                    Some(v) if v.len() == n => Ok(Some(Tensor::from_data(
+                        TensorData::new(v.clone(), [n]),
+                        device,
+                    ))),
+                    Some(v) => anyhow::bail!(
+                        "optimizer state {kind}.{path} has {} values, the parameter {n}",
+                        v.len()
+                    ),
                 }
             };
             match (get("exp_avg")?, get("exp_avg_sq")?) {
@@ -309,10 +326,15 @@ impl<B: Backend> AdamW<B> {
 /// Reads a safetensors file of f32 tensors into a map (optimizer checkpoints).
 pub fn read_f32_tensors(path: &Path) -> anyhow::Result<HashMap<String, Vec<f32>>> {
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
-        anyhow::ensure!(view.dtype() == safetensors::Dtype::F32, "{}: {name} is not f32", path.display());
+        anyhow::ensure!(
+            view.dtype() == safetensors::Dtype::F32,
+            "{}: {name} is not f32",
+            path.display()
+        );
         out.insert(
             name,
             view.data()
@@ -325,16 +347,32 @@ pub fn read_f32_tensors(path: &Path) -> anyhow::Result<HashMap<String, Vec<f32>>
 }
 
 /// Writes named f32 tensors as safetensors (the caller makes it atomic).
-pub fn write_f32_tensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> anyhow::Result<()> {
+pub fn write_f32_tensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> anyhow::Result<()> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
         .collect();
-    safetensors::serialize_to_file(views, None, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    safetensors::serialize_to_file(views, None, path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -354,9 +392,13 @@ mod tests {
 
     #[test]
     fn decay_groups_follow_hf() {
-        assert!(decays("bert.encoder.layer.0.attention.self_attn.query.weight"));
+        assert!(decays(
+            "bert.encoder.layer.0.attention.self_attn.query.weight"
+        ));
         assert!(decays("bert.embeddings.word_embeddings.weight"));
-        assert!(!decays("bert.encoder.layer.0.attention.self_attn.query.bias"));
+        assert!(!decays(
+            "bert.encoder.layer.0.attention.self_attn.query.bias"
+        ));
         assert!(!decays("bert.embeddings.layer_norm.gamma"));
         assert!(!decays("bert.embeddings.layer_norm.beta"));
         assert!(!decays("cls.predictions.bias"));

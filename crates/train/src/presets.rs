@@ -59,7 +59,12 @@ pub fn preset(name: &str) -> Option<Preset> {
 
 impl Preset {
     /// The BERT config of this preset for a vocabulary, labels and maximum length.
-    pub fn model_config(&self, vocab_size: usize, labels: &[String], max_length: usize) -> BertConfig {
+    pub fn model_config(
+        &self,
+        vocab_size: usize,
+        labels: &[String],
+        max_length: usize,
+    ) -> BertConfig {
         let mut c = BertConfig::new(vocab_size);
         c.hidden_size = self.hidden_size;
         c.num_hidden_layers = self.layers;

@@ -23,7 +23,9 @@ use zhbert_tokenizer::BertTokenizer;
 
 use crate::inference::{argmax, logits_of};
 use crate::metrics::{higher_is_better, EvalMetrics};
-use crate::optim::{linear_schedule, read_f32_tensors, write_f32_tensors, AdamW, AdamWConfig, GradAccumulator};
+use crate::optim::{
+    linear_schedule, read_f32_tensors, write_f32_tensors, AdamW, AdamWConfig, GradAccumulator,
+};
 
 /// Warmup of the learning rate: a number of optimizer steps or a fraction of all.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -145,7 +147,10 @@ impl TrainConfig {
             bail!("max length {} leaves no room for text", self.max_length);
         }
         if !["accuracy", "macro_f1", "micro_f1", "loss"].contains(&self.metric.as_str()) {
-            bail!("metric {:?}: accuracy, macro_f1, micro_f1 or loss", self.metric);
+            bail!(
+                "metric {:?}: accuracy, macro_f1, micro_f1 or loss",
+                self.metric
+            );
         }
         if let Some(ClassWeights::Auto(s)) = &self.class_weights {
             if s != "auto" {
@@ -225,11 +230,21 @@ pub fn evaluate<B: Backend>(
     let mut predicted = Vec::with_capacity(logits.len());
     for (row, &truth) in logits.iter().zip(&data.labels) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
         loss += lse - row[truth] as f64;
         predicted.push(argmax(row));
     }
-    Ok(EvalMetrics::compute(labels, &data.labels, &predicted, loss / logits.len().max(1) as f64))
+    Ok(EvalMetrics::compute(
+        labels,
+        &data.labels,
+        &predicted,
+        loss / logits.len().max(1) as f64,
+    ))
 }
 
 /// Appends JSON lines to `metrics.jsonl`, flushed line by line.
@@ -282,7 +297,10 @@ pub fn list_checkpoints(out: &Path) -> Vec<(usize, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let step = name.strip_prefix("checkpoint-")?.parse().ok()?;
-            e.path().join("trainer_state.json").is_file().then(|| (step, e.path()))
+            e.path()
+                .join("trainer_state.json")
+                .is_file()
+                .then(|| (step, e.path()))
         })
         .collect();
     v.sort();
@@ -305,12 +323,19 @@ fn save_checkpoint<AB: AutodiffBackend>(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     save_classifier(model, model_config, &tmp)?;
-    write_f32_tensors(&tmp.join("optimizer.safetensors"), &opt.state_tensors::<AB, _>(model))?;
-    zhbert_model::write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    write_f32_tensors(
+        &tmp.join("optimizer.safetensors"),
+        &opt.state_tensors::<AB, _>(model),
+    )?;
+    zhbert_model::write_atomic(
+        &tmp.join("trainer_state.json"),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )?;
     // fsync the files' folder before it becomes visible under its final name.
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).ok();
     remove_checkpoint(&dir);
-    std::fs::rename(&tmp, &dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("renaming {} into place", tmp.display()))?;
     // Keep the last `keep` and the best.
     let all = list_checkpoints(out);
     let cut = all.len().saturating_sub(keep.max(1));
@@ -328,7 +353,10 @@ fn remove_checkpoint(path: &Path) {
     if !path.exists() {
         return;
     }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint");
     let doomed = path.with_file_name(format!(".{name}.deleting"));
     if std::fs::rename(path, &doomed).is_ok() {
         let _ = std::fs::remove_dir_all(&doomed);
@@ -337,7 +365,9 @@ fn remove_checkpoint(path: &Path) {
 
 /// Removes what a killed run may have left half-written or half-deleted.
 fn remove_stale(out: &Path) {
-    let Ok(entries) = std::fs::read_dir(out.join("checkpoints")) else { return };
+    let Ok(entries) = std::fs::read_dir(out.join("checkpoints")) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".deleting")) {
@@ -354,11 +384,17 @@ fn load_checkpoint<AB: AutodiffBackend>(
     device: &AB::Device,
 ) -> Result<TrainerState> {
     let state_file = dir.join("trainer_state.json");
-    let text = std::fs::read_to_string(&state_file).with_context(|| format!("reading {}", state_file.display()))?;
-    let state: TrainerState = serde_json::from_str(&text).with_context(|| format!("{}: not a trainer state", state_file.display()))?;
+    let text = std::fs::read_to_string(&state_file)
+        .with_context(|| format!("reading {}", state_file.display()))?;
+    let state: TrainerState = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a trainer state", state_file.display()))?;
     let report = zhbert_model::load_weights_file(model, &dir.join("model.safetensors"))?;
     if !report.missing.is_empty() {
-        bail!("{}: checkpoint lacks {} tensors of the model", dir.display(), report.missing.len());
+        bail!(
+            "{}: checkpoint lacks {} tensors of the model",
+            dir.display(),
+            report.missing.len()
+        );
     }
     let tensors = read_f32_tensors(&dir.join("optimizer.safetensors"))?;
     opt.load_state::<AB, _>(model, &tensors, state.global_step, &device.clone())
@@ -366,7 +402,11 @@ fn load_checkpoint<AB: AutodiffBackend>(
     Ok(state)
 }
 
-fn class_weight_values(config: &TrainConfig, train: &EncodedDataset, k: usize) -> Result<Option<Vec<f32>>> {
+fn class_weight_values(
+    config: &TrainConfig,
+    train: &EncodedDataset,
+    k: usize,
+) -> Result<Option<Vec<f32>>> {
     Ok(match &config.class_weights {
         None => None,
         Some(ClassWeights::List(w)) => {
@@ -381,7 +421,18 @@ fn class_weight_values(config: &TrainConfig, train: &EncodedDataset, k: usize) -
                 counts[l] += 1;
             }
             let n = train.labels.len() as f32;
-            Some(counts.iter().map(|&c| if c == 0 { 0.0 } else { n / (k as f32 * c as f32) }).collect())
+            Some(
+                counts
+                    .iter()
+                    .map(|&c| {
+                        if c == 0 {
+                            0.0
+                        } else {
+                            n / (k as f32 * c as f32)
+                        }
+                    })
+                    .collect(),
+            )
         }
     })
 }
@@ -410,7 +461,11 @@ pub fn train<AB: AutodiffBackend>(
     let lengths = data.train.lengths();
     let micro_per_epoch = lengths.len().div_ceil(config.batch_size);
     let steps_per_epoch = micro_per_epoch.div_ceil(config.grad_accum);
-    let total_steps = config.max_steps.map_or(config.epochs * steps_per_epoch, |m| m.min(config.epochs * steps_per_epoch));
+    let total_steps = config
+        .max_steps
+        .map_or(config.epochs * steps_per_epoch, |m| {
+            m.min(config.epochs * steps_per_epoch)
+        });
     let warmup_steps = config.warmup.steps(total_steps);
     let mut opt = AdamW::new::<AB, _>(
         AdamWConfig {
@@ -431,12 +486,24 @@ pub fn train<AB: AutodiffBackend>(
             Some((_, dir)) => {
                 state = load_checkpoint(dir, &mut model, &mut opt, device)?;
                 if state.config.as_ref() != Some(config) {
-                    tracing::warn!("resuming {} with a configuration different from the one it started with", dir.display());
+                    tracing::warn!(
+                        "resuming {} with a configuration different from the one it started with",
+                        dir.display()
+                    );
                 }
                 state.config = Some(config.clone());
-                tracing::info!("resumed from {} (step {}, epoch {}, batch {})", dir.display(), state.global_step, state.epoch + 1, state.batch_in_epoch);
+                tracing::info!(
+                    "resumed from {} (step {}, epoch {}, batch {})",
+                    dir.display(),
+                    state.global_step,
+                    state.epoch + 1,
+                    state.batch_in_epoch
+                );
             }
-            None => tracing::info!("--resume: no checkpoint in {}, starting afresh", out.display()),
+            None => tracing::info!(
+                "--resume: no checkpoint in {}, starting afresh",
+                out.display()
+            ),
         }
     } else if !list_checkpoints(out).is_empty() {
         bail!("{} already holds checkpoints: pass --resume to continue that run, or choose another --output", out.display());
@@ -457,8 +524,10 @@ pub fn train<AB: AutodiffBackend>(
     let bar = terminal.then(|| {
         let bar = indicatif::ProgressBar::new(total_steps as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
-                .expect("valid template"),
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("valid template"),
         );
         bar.set_position(state.global_step as u64);
         bar
@@ -471,16 +540,34 @@ pub fn train<AB: AutodiffBackend>(
     let mut step_loss = 0.0f64;
     let mut early_stopped = false;
     let eval_model = |model: &BertForSequenceClassification<AB>, set: &EncodedDataset| {
-        evaluate(&model.valid(), tokenizer, set, &data.labels, config.batch_size.max(32), device)
+        evaluate(
+            &model.valid(),
+            tokenizer,
+            set,
+            &data.labels,
+            config.batch_size.max(32),
+            device,
+        )
     };
 
     'epochs: while state.epoch < config.epochs && state.global_step < total_steps {
-        let batches = epoch_batches(&lengths, config.batch_size, Some(config.seed.wrapping_add(state.epoch as u64)), config.group_by_length);
+        let batches = epoch_batches(
+            &lengths,
+            config.batch_size,
+            Some(config.seed.wrapping_add(state.epoch as u64)),
+            config.group_by_length,
+        );
         while state.batch_in_epoch < batches.len() {
             let micro = state.batch_in_epoch;
             if micro % config.grad_accum == 0 {
                 // Dropout masks depend on (seed, step) only: resuming reproduces them.
-                AB::seed(device, config.seed.wrapping_mul(1_000_003).wrapping_add(state.global_step as u64));
+                AB::seed(
+                    device,
+                    config
+                        .seed
+                        .wrapping_mul(1_000_003)
+                        .wrapping_add(state.global_step as u64),
+                );
             }
             let (batch, labels) = data.train.batch(tokenizer, &batches[micro])?;
             let input = BertInput::<AB>::from_ids(
@@ -500,7 +587,10 @@ pub fn train<AB: AutodiffBackend>(
             let scaled = loss.clone().div_scalar(config.grad_accum as f64);
             let loss_value: f64 = loss.into_scalar().elem();
             if !loss_value.is_finite() {
-                bail!("loss is {loss_value} at step {}: lower the learning rate", state.global_step + 1);
+                bail!(
+                    "loss is {loss_value} at step {}: lower the learning rate",
+                    state.global_step + 1
+                );
             }
             grads.add::<AB, _>(&model, &scaled.backward());
             step_loss += loss_value;
@@ -508,7 +598,8 @@ pub fn train<AB: AutodiffBackend>(
             window.1 += batch.batch_size;
             state.batch_in_epoch += 1;
 
-            let end_of_step = state.batch_in_epoch % config.grad_accum == 0 || state.batch_in_epoch == batches.len();
+            let end_of_step = state.batch_in_epoch % config.grad_accum == 0
+                || state.batch_in_epoch == batches.len();
             if !end_of_step {
                 continue;
             }
@@ -527,7 +618,8 @@ pub fn train<AB: AutodiffBackend>(
             }
             let epoch_f = state.epoch as f64 + state.batch_in_epoch as f64 / batches.len() as f64;
 
-            if state.global_step % config.log_every.max(1) == 0 || state.global_step == total_steps {
+            if state.global_step % config.log_every.max(1) == 0 || state.global_step == total_steps
+            {
                 let secs = window.0.elapsed().as_secs_f64().max(1e-9);
                 let speed = window.1 as f64 / secs;
                 let avg = window.2 / window.3.max(1) as f64;
@@ -542,7 +634,10 @@ pub fn train<AB: AutodiffBackend>(
             }
             if let Some(bar) = &bar {
                 bar.set_position(state.global_step as u64);
-                bar.set_message(format!("loss {mean_loss:.4} lr {lr:.2e} {:.1} seq/s", sequences_total as f64 / started.elapsed().as_secs_f64()));
+                bar.set_message(format!(
+                    "loss {mean_loss:.4} lr {lr:.2e} {:.1} seq/s",
+                    sequences_total as f64 / started.elapsed().as_secs_f64()
+                ));
             }
 
             let epoch_ended = state.batch_in_epoch == 0;
@@ -570,7 +665,10 @@ pub fn train<AB: AutodiffBackend>(
                     }
                     let line = format!(
                         "eval step {}: loss {:.4} accuracy {:.4} macro_f1 {:.4}{}",
-                        state.global_step, m.loss, m.accuracy, m.macro_f1,
+                        state.global_step,
+                        m.loss,
+                        m.accuracy,
+                        m.macro_f1,
                         if improved { " (best)" } else { "" }
                     );
                     match &bar {
@@ -585,11 +683,21 @@ pub fn train<AB: AutodiffBackend>(
                 None => eval_due,
             } || last;
             if save_due || improved {
-                save_checkpoint::<AB>(out, &model, model_config, &opt, &state, config.keep_checkpoints)?;
+                save_checkpoint::<AB>(
+                    out,
+                    &model,
+                    model_config,
+                    &opt,
+                    &state,
+                    config.keep_checkpoints,
+                )?;
             }
             if let Some(p) = config.patience {
                 if data.dev.is_some() && state.evals_without_improvement >= p {
-                    tracing::info!("early stopping: {p} evaluations without a better {}", config.metric);
+                    tracing::info!(
+                        "early stopping: {p} evaluations without a better {}",
+                        config.metric
+                    );
                     early_stopped = true;
                     break 'epochs;
                 }
@@ -618,8 +726,16 @@ pub fn train<AB: AutodiffBackend>(
     }
     save_classifier(&model, model_config, out)?;
     tokenizer.save(out)?;
-    let dev = data.dev.as_ref().map(|d| eval_model(&model, d)).transpose()?;
-    let test = data.test.as_ref().map(|d| eval_model(&model, d)).transpose()?;
+    let dev = data
+        .dev
+        .as_ref()
+        .map(|d| eval_model(&model, d))
+        .transpose()?;
+    let test = data
+        .test
+        .as_ref()
+        .map(|d| eval_model(&model, d))
+        .transpose()?;
     let summary = TrainSummary {
         train_examples: lengths.len(),
         steps: state.global_step,
@@ -630,8 +746,15 @@ pub fn train<AB: AutodiffBackend>(
         train_sequences_per_second: sequences_total as f64 / train_seconds.max(1e-9),
         train_seconds,
     };
-    zhbert_model::write_atomic(&out.join("eval.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    if let Err(e) = crate::plots::write_plots(out, &data.labels, summary.dev.as_ref().or(summary.test.as_ref())) {
+    zhbert_model::write_atomic(
+        &out.join("eval.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    if let Err(e) = crate::plots::write_plots(
+        out,
+        &data.labels,
+        summary.dev.as_ref().or(summary.test.as_ref()),
+    ) {
         tracing::warn!("plots not written: {e:#}");
     }
     Ok(summary)

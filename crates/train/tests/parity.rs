@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Int, Tensor};
 use zhbert_model::{
-    classification_loss, load_classifier_with_config, load_weights_file, BertConfig, BertInput, CrossEntropyOptions,
-    Labels, LoadOptions,
+    classification_loss, load_classifier_with_config, load_weights_file, BertConfig, BertInput,
+    CrossEntropyOptions, Labels, LoadOptions,
 };
 use zhbert_train::optim::{linear_schedule, param_paths, read_f32_tensors};
 use zhbert_train::{AdamW, AdamWConfig, GradAccumulator};
@@ -24,7 +24,11 @@ fn minilm_dir() -> PathBuf {
     let dir = std::env::var_os("ZHBERT_MINILM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/assets/minilm"));
-    assert!(dir.is_dir(), "{} missing: run `cargo xtask assets`", dir.display());
+    assert!(
+        dir.is_dir(),
+        "{} missing: run `cargo xtask assets`",
+        dir.display()
+    );
     dir
 }
 
@@ -32,7 +36,11 @@ fn minilm_dir() -> PathBuf {
 fn ints(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<i64>, Vec<usize>) {
     let t = st.tensor(name).unwrap();
     assert_eq!(t.dtype(), safetensors::Dtype::I64);
-    let v = t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let v = t
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     (v, t.shape().to_vec())
 }
 
@@ -40,9 +48,14 @@ fn ints(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<i64>, Vec<usize>)
 fn twenty_steps_of_adamw_match_pytorch() {
     let fixture = root().join("tests/fixtures/train-parity");
     let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap())
+            .unwrap();
     let floats = |k: &str| -> Vec<f64> { serde_json::from_value(expected[k].clone()).unwrap() };
-    let (want_losses, want_norms, want_lrs) = (floats("losses"), floats("grad_norms"), floats("learning_rates"));
+    let (want_losses, want_norms, want_lrs) = (
+        floats("losses"),
+        floats("grad_norms"),
+        floats("learning_rates"),
+    );
     let batches_bytes = std::fs::read(fixture.join("batches.safetensors")).unwrap();
     let batches = safetensors::SafeTensors::deserialize(&batches_bytes).unwrap();
 
@@ -54,8 +67,13 @@ fn twenty_steps_of_adamw_match_pytorch() {
         labels: Some(vec!["negative".into(), "positive".into()]),
         allow_fresh_head: true,
     };
-    let (mut model, _, _) = load_classifier_with_config::<AB>(&minilm_dir(), config, &options, &device).unwrap();
-    load_weights_file(&mut model, &root().join("tests/fixtures/minilm/expected.safetensors")).unwrap();
+    let (mut model, _, _) =
+        load_classifier_with_config::<AB>(&minilm_dir(), config, &options, &device).unwrap();
+    load_weights_file(
+        &mut model,
+        &root().join("tests/fixtures/minilm/expected.safetensors"),
+    )
+    .unwrap();
 
     let adamw = AdamWConfig {
         lr: 1e-4,
@@ -79,7 +97,11 @@ fn twenty_steps_of_adamw_match_pytorch() {
             };
             let (labels, _) = ints(&batches, &format!("labels.{m}"));
             let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), &device);
-            let loss = classification_loss(model.forward(input), Labels::Classes(labels), &CrossEntropyOptions::default());
+            let loss = classification_loss(
+                model.forward(input),
+                Labels::Classes(labels),
+                &CrossEntropyOptions::default(),
+            );
             loss_sum += loss.clone().into_scalar() as f64;
             grads.add::<AB, _>(&model, &loss.div_scalar(accum as f64).backward());
         }
@@ -89,12 +111,27 @@ fn twenty_steps_of_adamw_match_pytorch() {
         model = opt.step::<AB, _>(model, lr, &mut grads);
 
         let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
-        assert!((lr - want_lrs[step]).abs() < 1e-12, "step {step}: lr {lr} vs {}", want_lrs[step]);
+        assert!(
+            (lr - want_lrs[step]).abs() < 1e-12,
+            "step {step}: lr {lr} vs {}",
+            want_lrs[step]
+        );
         // The issue asks for 1e-3; the implementation does much better, and
         // these bounds are set just above what it does.
-        assert!(rel(loss, want_losses[step]) < 1e-5, "step {step}: loss {loss} vs {}", want_losses[step]);
-        assert!(rel(norm, want_norms[step]) < 1e-4, "step {step}: grad norm {norm} vs {}", want_norms[step]);
-        eprintln!("step {step}: loss {loss:.6} ({:.6}) grad norm {norm:.5} ({:.5})", want_losses[step], want_norms[step]);
+        assert!(
+            rel(loss, want_losses[step]) < 1e-5,
+            "step {step}: loss {loss} vs {}",
+            want_losses[step]
+        );
+        assert!(
+            rel(norm, want_norms[step]) < 1e-4,
+            "step {step}: grad norm {norm} vs {}",
+            want_norms[step]
+        );
+        eprintln!(
+            "step {step}: loss {loss:.6} ({:.6}) grad norm {norm:.5} ({:.5})",
+            want_losses[step], want_norms[step]
+        );
     }
 
     // The weights after 20 steps: weight decay, clipping and eps all show here.
@@ -107,7 +144,11 @@ fn twenty_steps_of_adamw_match_pytorch() {
     assert_eq!(param_paths::<AB, _>(&model).len(), 105);
     for (name, w) in &want {
         let g = &got[name];
-        let d = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let d = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
         eprintln!("{name}: max abs diff {d:e}");
         // Leaving out weight decay would move layer.5.output.dense.weight by 9e-6.
         assert!(d < 5e-7, "{name}: final weights differ by {d:e}");

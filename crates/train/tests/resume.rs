@@ -13,18 +13,30 @@ use zhbert_train::{train, TrainConfig, TrainData};
 type AB = Autodiff<Flex>;
 
 fn tiny_setup() -> (BertTokenizer, BertConfig, TrainData) {
-    let chars: Vec<String> = "好差书质量快递服务很不错慢失望喜欢满意一般".chars().map(String::from).collect();
-    let vocab: Vec<String> = zhbert_tokenizer::SPECIAL_TOKENS.iter().map(|s| s.to_string()).chain(chars.clone()).collect();
+    let chars: Vec<String> = "好差书质量快递服务很不错慢失望喜欢满意一般"
+        .chars()
+        .map(String::from)
+        .collect();
+    let vocab: Vec<String> = zhbert_tokenizer::SPECIAL_TOKENS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(chars.clone())
+        .collect();
     let tokenizer = BertTokenizer::from_vocab(&vocab, TokenizerConfig::default()).unwrap();
     let labels: Vec<String> = vec!["negative".into(), "positive".into()];
     let examples: Vec<Example> = (0..40)
         .map(|i| Example {
-            text: (0..(3 + i % 7)).map(|j| chars[(i * 7 + j * 3) % chars.len()].as_str()).collect(),
+            text: (0..(3 + i % 7))
+                .map(|j| chars[(i * 7 + j * 3) % chars.len()].as_str())
+                .collect(),
             text_pair: None,
             label: i % 2,
         })
         .collect();
-    let data = Dataset { examples, labels: labels.clone() };
+    let data = Dataset {
+        examples,
+        labels: labels.clone(),
+    };
     let encoded = encode_dataset(&data, &tokenizer, 16).unwrap();
     let mut config = BertConfig::new(vocab.len());
     config.hidden_size = 16;
@@ -64,12 +76,25 @@ fn run(out: &Path, resume: bool, grad_accum: usize) -> std::collections::HashMap
         group_by_length: false,
         ..TrainConfig::default()
     };
-    train::<AB>(model, &config, &tokenizer, &data, &train_config, out, resume, &device).unwrap();
+    train::<AB>(
+        model,
+        &config,
+        &tokenizer,
+        &data,
+        &train_config,
+        out,
+        resume,
+        &device,
+    )
+    .unwrap();
     // The last checkpoint, not the output folder: that holds the best step's
     // weights, which a resumed run may simply have copied.
     let (_, last) = zhbert_train::trainer::list_checkpoints(out).pop().unwrap();
-    let mut tensors = zhbert_train::optim::read_f32_tensors(&last.join("model.safetensors")).unwrap();
-    tensors.extend(zhbert_train::optim::read_f32_tensors(&last.join("optimizer.safetensors")).unwrap());
+    let mut tensors =
+        zhbert_train::optim::read_f32_tensors(&last.join("model.safetensors")).unwrap();
+    tensors.extend(
+        zhbert_train::optim::read_f32_tensors(&last.join("optimizer.safetensors")).unwrap(),
+    );
     tensors
         .into_iter()
         .map(|(k, v)| (k, v.iter().map(|x| x.to_bits()).collect()))
@@ -82,7 +107,10 @@ fn resumed_run_ends_bit_identical_to_uninterrupted_run() {
         let full = tempfile::tempdir().unwrap();
         let weights = run(full.path(), false, grad_accum);
         // Every 2 steps, at the end, and at each evaluation that improved.
-        let steps: Vec<usize> = zhbert_train::trainer::list_checkpoints(full.path()).iter().map(|c| c.0).collect();
+        let steps: Vec<usize> = zhbert_train::trainer::list_checkpoints(full.path())
+            .iter()
+            .map(|c| c.0)
+            .collect();
         assert!(steps.len() >= 5, "{steps:?}");
         for &cut in &steps[1..steps.len() - 1] {
             // What a run killed right after step `cut` leaves: the checkpoints up to it.
@@ -91,7 +119,10 @@ fn resumed_run_ends_bit_identical_to_uninterrupted_run() {
                 let ckpt = format!("checkpoints/checkpoint-{s}");
                 copy_dir(&full.path().join(&ckpt), &resumed.path().join(&ckpt));
             }
-            assert!(run(resumed.path(), true, grad_accum) == weights, "accumulation {grad_accum}, resumed from step {cut}");
+            assert!(
+                run(resumed.path(), true, grad_accum) == weights,
+                "accumulation {grad_accum}, resumed from step {cut}"
+            );
         }
     }
     // Not resuming into a folder with checkpoints is refused, not overwritten.
@@ -99,9 +130,18 @@ fn resumed_run_ends_bit_identical_to_uninterrupted_run() {
     run(full.path(), false, 1);
     let (tokenizer, config, data) = tiny_setup();
     let device = Default::default();
-    let err = train::<AB>(config.init_classifier::<AB>(&device), &config, &tokenizer, &data, &TrainConfig::default(), full.path(), false, &device)
-        .unwrap_err()
-        .to_string();
+    let err = train::<AB>(
+        config.init_classifier::<AB>(&device),
+        &config,
+        &tokenizer,
+        &data,
+        &TrainConfig::default(),
+        full.path(),
+        false,
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("--resume"), "{err}");
 }
 
@@ -132,14 +172,32 @@ fn every_epoch_has_its_own_order() {
         log_every: 1,
         ..TrainConfig::default()
     };
-    train::<AB>(config.init_classifier::<AB>(&device), &config, &tokenizer, &data, &train_config, out.path(), false, &device).unwrap();
+    train::<AB>(
+        config.init_classifier::<AB>(&device),
+        &config,
+        &tokenizer,
+        &data,
+        &train_config,
+        out.path(),
+        false,
+        &device,
+    )
+    .unwrap();
     let losses: Vec<f64> = std::fs::read_to_string(out.path().join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(losses.len(), 10, "5 steps per epoch");
-    assert_ne!(losses[..5], losses[5..], "epoch 1 replayed epoch 0's batches");
+    assert_ne!(
+        losses[..5],
+        losses[5..],
+        "epoch 1 replayed epoch 0's batches"
+    );
     // The same examples, in another order: the epoch means agree.
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!((mean(&losses[..5]) - mean(&losses[5..])).abs() < 1e-5);
