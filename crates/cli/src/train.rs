@@ -100,10 +100,9 @@ pub struct TrainArgs {
     class_weights: Option<String>,
     #[arg(long)]
     label_smoothing: Option<f32>,
-    /// Batch texts of similar length together.
-    #[arg(long)]
-    #[serde(deserialize_with = "flag")]
-    group_by_length: bool,
+    /// Batch texts of similar length together (`--group-by-length` or `--group-by-length false`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    group_by_length: Option<bool>,
     /// Log every N steps when not on a terminal.
     #[arg(long)]
     log_every: Option<usize>,
@@ -114,10 +113,6 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(skip)]
     backend: BackendArgs,
-}
-
-fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    bool::deserialize(d)
 }
 
 /// `a.or(b)` for every option: flags first, then the TOML file.
@@ -163,9 +158,9 @@ impl TrainArgs {
                 metric,
                 class_weights,
                 label_smoothing,
-                log_every
+                log_every,
+                group_by_length
             );
-            self.group_by_length |= file.group_by_length;
         }
         Ok(self)
     }
@@ -188,7 +183,8 @@ impl TrainArgs {
             keep_checkpoints,
             metric,
             label_smoothing,
-            log_every
+            log_every,
+            group_by_length
         );
         c.max_steps = self.max_steps.or(c.max_steps);
         c.eval_every = self.eval_every.or(c.eval_every);
@@ -215,7 +211,6 @@ impl TrainArgs {
                 )
             });
         }
-        c.group_by_length |= self.group_by_length;
         c.validate()?;
         Ok(c)
     }
