@@ -41,22 +41,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
 REPO = Path(__file__).resolve().parent.parent
-LABELS = ["negative", "positive"]
-
-
-def read_split(path: Path) -> tuple[list[str], np.ndarray]:
-    """(texts, label ids) of a zhbert TSV file (header text<TAB>label)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f, delimiter="\t"))
-    if not rows or rows[0] != ["text", "label"]:
-        raise ValueError(f"{path}: expected a header 'text<TAB>label', got {rows[:1]}")
-    texts, labels = [], []
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != 2 or row[1] not in LABELS:
-            raise ValueError(f"{path}: bad row {i}: {row!r}")
-        texts.append(row[0])
-        labels.append(LABELS.index(row[1]))
-    return texts, np.asarray(labels, dtype=np.int64)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sentiment_split import read_split  # noqa: E402
 
 
 def display(path: Path) -> str:
@@ -87,7 +73,10 @@ def main() -> None:
     args = ap.parse_args()
 
     files = {s: args.data_dir / f"{s}.tsv" for s in ("train", "dev", "test")}
-    data = {s: read_split(p) for s, p in files.items()}
+    data = {}
+    for s, p in files.items():
+        x, y = read_split(p)
+        data[s] = (x, np.asarray(y, dtype=np.int64))
     for s, (x, y) in data.items():
         print(f"{s}: {len(x)} examples ({int((y == 0).sum())} negative, {int((y == 1).sum())} positive)")
 

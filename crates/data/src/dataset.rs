@@ -4,10 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use crate::input::DataError;
+use crate::input::{bad, for_each_line, open, DataError};
 
 /// One labelled text (or text pair).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -170,14 +169,6 @@ struct Row {
     label: String,
 }
 
-fn bad(path: &Path, line: u64, message: impl Into<String>) -> DataError {
-    DataError::Bad {
-        path: path.into(),
-        line,
-        message: message.into(),
-    }
-}
-
 /// Reads a labelled file, cleans it and reports what it did.
 pub fn read_dataset(
     path: &Path,
@@ -316,13 +307,6 @@ pub fn clean(mut examples: Vec<Example>, report: &mut HygieneReport) -> Vec<Exam
 
 type OnBad<'a> = dyn FnMut(DataError, &mut HygieneReport) -> Result<(), DataError> + 'a;
 
-fn open(path: &Path) -> Result<std::fs::File, DataError> {
-    std::fs::File::open(path).map_err(|source| DataError::Io {
-        path: path.into(),
-        source,
-    })
-}
-
 fn read_delimited(
     path: &Path,
     format: DataFormat,
@@ -423,47 +407,6 @@ fn read_delimited(
         }
     }
     Ok(())
-}
-
-/// Reads lines as bytes so that a line that is not UTF-8 is reported with its number.
-pub(crate) fn for_each_line(
-    path: &Path,
-    mut f: impl FnMut(u64, Result<&str, DataError>) -> Result<(), DataError>,
-) -> Result<(), DataError> {
-    let mut reader = BufReader::new(open(path)?);
-    let mut buf = Vec::new();
-    let mut line_no = 0u64;
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| DataError::Io {
-                path: path.into(),
-                source,
-            })?;
-        if n == 0 {
-            return Ok(());
-        }
-        line_no += 1;
-        let line = std::str::from_utf8(&buf)
-            .map(|l| {
-                let l = l.strip_suffix('\n').unwrap_or(l);
-                let l = l.strip_suffix('\r').unwrap_or(l);
-                if line_no == 1 {
-                    l.trim_start_matches('\u{feff}')
-                } else {
-                    l
-                }
-            })
-            .map_err(|e| {
-                bad(
-                    path,
-                    line_no,
-                    format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to()),
-                )
-            });
-        f(line_no, line)?;
-    }
 }
 
 fn read_jsonl(

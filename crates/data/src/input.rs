@@ -65,7 +65,7 @@ impl TextFormat {
     }
 }
 
-fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
+pub(crate) fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
     let io = |source| DataError::Io {
         path: path.into(),
         source,
@@ -76,54 +76,76 @@ fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
     Ok(Box::new(std::fs::File::open(path).map_err(io)?))
 }
 
+/// Reads lines as bytes so that a line that is not UTF-8 is reported with its number.
+pub(crate) fn bad(path: &Path, line: u64, message: impl Into<String>) -> DataError {
+    DataError::Bad {
+        path: path.into(),
+        line,
+        message: message.into(),
+    }
+}
+
+pub(crate) fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(u64, Result<&str, DataError>) -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    let mut reader = BufReader::new(open(path)?);
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| DataError::Io {
+                path: path.into(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let line = std::str::from_utf8(&buf)
+            .map(|l| {
+                let l = l.strip_suffix('\n').unwrap_or(l);
+                let l = l.strip_suffix('\r').unwrap_or(l);
+                if line_no == 1 {
+                    l.trim_start_matches('\u{feff}')
+                } else {
+                    l
+                }
+            })
+            .map_err(|e| {
+                bad(
+                    path,
+                    line_no,
+                    format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to()),
+                )
+            });
+        f(line_no, line)?;
+    }
+}
+
 /// Reads the texts of a file in order. `field` names the CSV column or JSON field.
 /// A line that is not UTF-8 is an error naming its line; so is a record without
 /// the field.
 pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<String>, DataError> {
-    let reader = open(path)?;
     match format {
         TextFormat::Lines | TextFormat::Jsonl => {
             let mut texts = Vec::new();
-            let mut reader = BufReader::new(reader);
-            let mut buf = Vec::new();
-            let mut line_no = 0u64;
-            loop {
-                buf.clear();
-                let n = reader
-                    .read_until(b'\n', &mut buf)
-                    .map_err(|source| DataError::Io {
-                        path: path.into(),
-                        source,
-                    })?;
-                if n == 0 {
-                    break;
+            for_each_line(path, |line_no, line| {
+                let line = line?;
+                if format == TextFormat::Lines {
+                    texts.push(line.to_string());
+                    return Ok(());
                 }
-                line_no += 1;
+                if line.trim().is_empty() {
+                    return Ok(());
+                }
                 let bad = |message: String| DataError::Bad {
                     path: path.into(),
                     line: line_no,
                     message,
                 };
-                let line = std::str::from_utf8(&buf).map_err(|e| {
-                    bad(format!(
-                        "not valid UTF-8 (byte {} of the line)",
-                        e.valid_up_to()
-                    ))
-                })?;
-                let line = line.strip_suffix('\n').unwrap_or(line);
-                let line = line.strip_suffix('\r').unwrap_or(line);
-                let line = if line_no == 1 {
-                    line.trim_start_matches('\u{feff}')
-                } else {
-                    line
-                };
-                if format == TextFormat::Lines {
-                    texts.push(line.to_string());
-                    continue;
-                }
-                if line.trim().is_empty() {
-                    continue;
-                }
                 let value: serde_json::Value =
                     serde_json::from_str(line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
                 match value.get(field) {
@@ -133,7 +155,8 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
                     }
                     None => return Err(bad(format!("no field {field:?}"))),
                 }
-            }
+                Ok(())
+            })?;
             Ok(texts)
         }
         TextFormat::Csv | TextFormat::Tsv => {
@@ -144,7 +167,7 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
                     b','
                 })
                 .flexible(false)
-                .from_reader(reader);
+                .from_reader(open(path)?);
             let headers = csv.byte_headers().map_err(|e| csv_error(path, e))?.clone();
             let column = headers
                 .iter()

@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use crate::dataset::{clean, for_each_line, Dataset, Example, HygieneReport};
+use crate::dataset::{clean, Dataset, Example, HygieneReport};
+use crate::input::for_each_line;
 use crate::input::DataError;
 use crate::split::stratified_split;
 

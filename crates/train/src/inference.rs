@@ -4,7 +4,7 @@
 use burn::tensor::backend::Backend;
 use rayon::prelude::*;
 use zhbert_model::{BertConfig, BertForSequenceClassification, BertInput, ProblemType};
-use zhbert_tokenizer::{BertTokenizer, Encoded, Padding};
+use zhbert_tokenizer::{Batch, BertTokenizer, Encoded, Padding};
 
 /// How inference batches and truncates.
 #[derive(Debug, Clone)]
@@ -76,6 +76,18 @@ pub fn classify<B: Backend>(
         .collect())
 }
 
+/// The model input of a padded batch.
+pub fn input_of<B: Backend>(batch: &Batch, device: &B::Device) -> BertInput<B> {
+    BertInput::from_ids(
+        &batch.input_ids,
+        &batch.token_type_ids,
+        &batch.attention_mask,
+        batch.batch_size,
+        batch.seq_len,
+        device,
+    )
+}
+
 /// Index of the largest value (the first on ties).
 pub fn argmax(v: &[f32]) -> usize {
     v.iter()
@@ -114,15 +126,7 @@ pub fn logits_of<B: Backend>(
     for chunk in order.chunks(batch_size) {
         let rows: Vec<Encoded> = chunk.iter().map(|&i| encoded[i].clone()).collect();
         let batch = tokenizer.pad(&rows, Padding::Longest)?;
-        let input = BertInput::<B>::from_ids(
-            &batch.input_ids,
-            &batch.token_type_ids,
-            &batch.attention_mask,
-            batch.batch_size,
-            batch.seq_len,
-            device,
-        );
-        let logits = model.forward(input);
+        let logits = model.forward(input_of(&batch, device));
         let [_, classes] = logits.dims();
         let values: Vec<f32> = logits
             .into_data()

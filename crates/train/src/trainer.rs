@@ -16,12 +16,12 @@ use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 use zhbert_data::{epoch_batches, EncodedDataset};
 use zhbert_model::{
-    classification_loss, save_classifier, BertConfig, BertForSequenceClassification, BertInput,
+    classification_loss, save_classifier, BertConfig, BertForSequenceClassification,
     CrossEntropyOptions, Labels,
 };
 use zhbert_tokenizer::BertTokenizer;
 
-use crate::inference::{argmax, logits_of};
+use crate::inference::{argmax, input_of, logits_of};
 use crate::metrics::{higher_is_better, EvalMetrics};
 use crate::optim::{
     linear_schedule, read_f32_tensors, write_f32_tensors, AdamW, AdamWConfig, GradAccumulator,
@@ -570,14 +570,7 @@ pub fn train<AB: AutodiffBackend>(
                 );
             }
             let (batch, labels) = data.train.batch(tokenizer, &batches[micro])?;
-            let input = BertInput::<AB>::from_ids(
-                &batch.input_ids,
-                &batch.token_type_ids,
-                &batch.attention_mask,
-                batch.batch_size,
-                batch.seq_len,
-                device,
-            );
+            let input = input_of::<AB>(&batch, device);
             let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
             let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), device);
             let logits = model.forward(input);
