@@ -78,8 +78,8 @@ impl fmt::Display for LoadReport {
     }
 }
 
-/// Which of the three BERT models a checkpoint is loaded into; decides where
-/// HF's `bert.` prefix goes and which checkpoint keys are expected to go unused.
+/// Whether the model loaded into has a head (`bert.` before the encoder's
+/// paths) or is the bare `BertModel`; decides where HF's `bert.` prefix goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Base,
@@ -413,8 +413,9 @@ pub fn load_masked_lm<B: Backend>(
     )
 }
 
-/// Loads the weights of one file into a module whose parameter paths follow HF
-/// names with the `bert.` prefix (a model with a head), for tests and tools.
+/// Loads the weights of one file (safetensors, or `.bin`) into a model with a
+/// head (`BertForSequenceClassification`, `BertForMaskedLM`); keys may come with
+/// or without `bert.`. Used for checkpoints and partial files such as a head.
 pub fn load_weights_file<B: Backend, M: ModuleSnapshot<B>>(
     module: &mut M,
     file: &Path,

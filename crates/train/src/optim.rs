@@ -12,7 +12,7 @@ use std::path::Path;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 
 /// AdamW hyperparameters (torch's defaults, HF's lr).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -167,8 +167,6 @@ impl<B: Backend> GradAccumulator<B> {
         norm
     }
 }
-
-use burn::tensor::ElementConversion;
 
 /// AdamW's moments, by parameter id, flat.
 pub struct AdamW<B: Backend> {

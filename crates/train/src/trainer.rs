@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{ElementConversion, Int, Tensor};
 use serde::{Deserialize, Serialize};
 use zhbert_data::{epoch_batches, EncodedDataset};
 use zhbert_model::{
@@ -752,5 +752,3 @@ pub fn train<AB: AutodiffBackend>(
     }
     Ok(summary)
 }
-
-use burn::tensor::ElementConversion;
