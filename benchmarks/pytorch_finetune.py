@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import platform
@@ -52,20 +51,8 @@ import transformers
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import BertForSequenceClassification, BertTokenizerFast, get_linear_schedule_with_warmup
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sentiment_split import read_split  # noqa: E402
-
-
-def display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from sentiment_split import REPO, display, read_split, sha256  # noqa: E402
 
 
 def collate(tokenizer, encodings: list[dict], labels: list[int] | None) -> dict[str, torch.Tensor]:

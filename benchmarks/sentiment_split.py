@@ -1,9 +1,13 @@
-"""Reading zhbert's sentiment split (`datasets/sentiment/*.tsv`) for the Python references."""
+"""Shared by the Python references: reading zhbert's sentiment split
+(`datasets/sentiment/*.tsv`) and recording which files a result came from."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 LABELS = ["negative", "positive"]
 
@@ -21,3 +25,15 @@ def read_split(path: Path) -> tuple[list[str], list[int]]:
         texts.append(row[0])
         labels.append(LABELS.index(row[1]))
     return texts, labels
+
+
+def display(path: Path) -> str:
+    """PATH relative to the repository when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import platform
 import sys
@@ -40,21 +39,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sentiment_split import read_split  # noqa: E402
-
-
-def display(path: Path) -> str:
-    """PATH relative to the repository when it lies inside it."""
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from sentiment_split import REPO, display, read_split, sha256  # noqa: E402
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:

@@ -6,23 +6,8 @@ use std::process::{Command, Output};
 
 use burn::backend::Flex;
 use zhbert_model::{load_classifier, load_weights_file, save_classifier, LoadOptions};
+use zhbert_testkit::{fixtures, minilm_dir};
 use zhbert_tokenizer::BertTokenizer;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn minilm_dir() -> PathBuf {
-    let dir = std::env::var_os("ZHBERT_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/assets/minilm"));
-    assert!(
-        dir.is_dir(),
-        "{} missing: run `cargo xtask assets`",
-        dir.display()
-    );
-    dir
-}
 
 fn zhbert(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_zhbert"))
@@ -51,11 +36,7 @@ fn minilm_classifier(dir: &Path) {
         allow_fresh_head: true,
     };
     let (mut model, config, _) = load_classifier::<Flex>(&minilm_dir(), &options, &device).unwrap();
-    load_weights_file(
-        &mut model,
-        &root().join("tests/fixtures/minilm/expected.safetensors"),
-    )
-    .unwrap();
+    load_weights_file(&mut model, &fixtures().join("minilm/expected.safetensors")).unwrap();
     save_classifier(&model, &config, dir).unwrap();
     BertTokenizer::from_dir(minilm_dir())
         .unwrap()
@@ -69,7 +50,7 @@ fn predict_on_an_exported_model_gives_pytorchs_logits() {
     let model = tmp.path().join("model");
     minilm_classifier(&model);
     let texts: Vec<String> = serde_json::from_str(
-        &std::fs::read_to_string(root().join("tests/fixtures/minilm/texts.json")).unwrap(),
+        &std::fs::read_to_string(fixtures().join("minilm/texts.json")).unwrap(),
     )
     .unwrap();
     let input = tmp.path().join("texts.jsonl");
@@ -97,10 +78,7 @@ fn predict_on_an_exported_model_gives_pytorchs_logits() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let want = f32s(
-        &root().join("tests/fixtures/minilm/expected.safetensors"),
-        "logits",
-    );
+    let want = f32s(&fixtures().join("minilm/expected.safetensors"), "logits");
     let got: Vec<serde_json::Value> = std::fs::read_to_string(&output)
         .unwrap()
         .lines()
@@ -223,7 +201,7 @@ fn convert_pytorch_bin_gives_the_same_tensors_as_safetensors() {
     std::fs::create_dir(&src).unwrap();
     // Only the .bin and the config: the converter must read torch's pickle.
     for f in ["config.json", "pytorch_model.bin"] {
-        std::fs::copy(root().join("tests/fixtures/tiny-bert").join(f), src.join(f)).unwrap();
+        std::fs::copy(fixtures().join("tiny-bert").join(f), src.join(f)).unwrap();
     }
     let dst = tmp.path().join("dst");
     let run = zhbert(&[
@@ -251,7 +229,7 @@ fn convert_pytorch_bin_gives_the_same_tensors_as_safetensors() {
     };
     assert_eq!(
         read(&dst.join("model.safetensors")),
-        read(&root().join("tests/fixtures/tiny-bert/model.safetensors"))
+        read(&fixtures().join("tiny-bert/model.safetensors"))
     );
 }
 
@@ -261,14 +239,10 @@ fn tiny_model_and_data(dir: &Path) -> (PathBuf, PathBuf) {
     let model = dir.join("tiny");
     std::fs::create_dir_all(&model).unwrap();
     for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(
-            root().join("tests/fixtures/tiny-bert").join(f),
-            model.join(f),
-        )
-        .unwrap();
+        std::fs::copy(fixtures().join("tiny-bert").join(f), model.join(f)).unwrap();
     }
     let vocab: Vec<String> =
-        std::fs::read_to_string(root().join("tests/fixtures/tokenizer/zh_char_vocab.txt"))
+        std::fs::read_to_string(fixtures().join("tokenizer/zh_char_vocab.txt"))
             .unwrap()
             .lines()
             .take(128)

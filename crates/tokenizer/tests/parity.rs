@@ -3,26 +3,9 @@
 //! 2,000 real reviews, edge cases, pairs and truncation, for the MiniLM
 //! vocabulary and for a Chinese character vocabulary. 100% identical.
 
-use std::path::{Path, PathBuf};
-
 use serde::Deserialize;
+use zhbert_testkit::{fixtures, minilm_dir};
 use zhbert_tokenizer::{BertTokenizer, TokenizerConfig};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn assets(name: &str, env: &str) -> PathBuf {
-    let dir = std::env::var_os(env)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/assets").join(name));
-    assert!(
-        dir.is_dir(),
-        "{} not found: run `cargo xtask assets` (or set {env})",
-        dir.display()
-    );
-    dir
-}
 
 #[derive(Deserialize)]
 struct Case {
@@ -36,8 +19,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let text =
-        std::fs::read_to_string(root().join("tests/fixtures/tokenizer/cases.jsonl")).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("tokenizer/cases.jsonl")).unwrap();
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -78,7 +60,7 @@ fn check(tokenizer: &BertTokenizer, vocab: &str) {
 
 #[test]
 fn minilm_vocab_matches_python_reference() {
-    let dir = assets("minilm", "ZHBERT_MINILM_DIR");
+    let dir = minilm_dir();
     let config = TokenizerConfig::from_file(&dir.join("tokenizer_config.json")).unwrap();
     let tokenizer = BertTokenizer::from_vocab_file(dir.join("vocab.txt"), config).unwrap();
     check(&tokenizer, "minilm");
@@ -87,14 +69,14 @@ fn minilm_vocab_matches_python_reference() {
 #[test]
 fn minilm_tokenizer_json_matches_python_reference() {
     // The folder loader prefers tokenizer.json, as AutoTokenizer does.
-    let tokenizer = BertTokenizer::from_dir(assets("minilm", "ZHBERT_MINILM_DIR")).unwrap();
+    let tokenizer = BertTokenizer::from_dir(minilm_dir()).unwrap();
     check(&tokenizer, "minilm");
 }
 
 #[test]
 fn chinese_char_vocab_matches_python_reference() {
     let tokenizer = BertTokenizer::from_vocab_file(
-        root().join("tests/fixtures/tokenizer/zh_char_vocab.txt"),
+        fixtures().join("tokenizer/zh_char_vocab.txt"),
         TokenizerConfig::default(),
     )
     .unwrap();

