@@ -4,6 +4,8 @@
 //! `seed + epoch`, and the dropout generator is reseeded from `seed` and the step
 //! before every optimizer step. A checkpoint therefore only needs the weights,
 //! the AdamW moments and the position (step, epoch, batch) to continue exactly.
+//! (burn's CPU backends keep one random generator per process, so this holds for
+//! one training per process at a time.)
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

@@ -12,6 +12,15 @@ use zhbert_train::{train, TrainConfig, TrainData};
 
 type AB = Autodiff<Flex>;
 
+/// burn's CPU backends keep one random generator per process: two trainings in
+/// parallel test threads would draw each other's dropout masks. Tests here run
+/// one at a time.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tiny_setup() -> (BertTokenizer, BertConfig, TrainData) {
     let chars: Vec<String> = "好差书质量快递服务很不错慢失望喜欢满意一般"
         .chars()
@@ -103,6 +112,7 @@ fn run(out: &Path, resume: bool, grad_accum: usize) -> std::collections::HashMap
 
 #[test]
 fn resumed_run_ends_bit_identical_to_uninterrupted_run() {
+    let _serial = serial();
     for grad_accum in [1, 2] {
         let full = tempfile::tempdir().unwrap();
         let weights = run(full.path(), false, grad_accum);
@@ -155,6 +165,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn every_epoch_has_its_own_order() {
+    let _serial = serial();
     // Regression: the batches of epoch 0 were reused for every later epoch.
     // With lr 0 and no dropout the model never changes, so each step's loss
     // identifies its batch: epoch 1 must not replay epoch 0's sequence.
