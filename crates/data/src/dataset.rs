@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::input::{bad, for_each_line, open, DataError};
+use crate::input::{bad, column_of, for_each_line, open_csv, DataError};
 
 /// One labelled text (or text pair).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -315,39 +315,8 @@ fn read_delimited(
     report: &mut HygieneReport,
     on_bad: &mut OnBad<'_>,
 ) -> Result<(), DataError> {
-    let mut csv = csv::ReaderBuilder::new()
-        .delimiter(if format == DataFormat::Tsv {
-            b'\t'
-        } else {
-            b','
-        })
-        .flexible(true)
-        .from_reader(open(path)?);
-    let headers: Vec<String> = csv
-        .byte_headers()
-        .map_err(|e| DataError::File {
-            path: path.into(),
-            message: format!("cannot read the header: {e}"),
-        })?
-        .iter()
-        .map(|h| {
-            String::from_utf8_lossy(h)
-                .trim_start_matches('\u{feff}')
-                .to_string()
-        })
-        .collect();
-    let col = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| DataError::File {
-                path: path.into(),
-                message: format!(
-                    "no column {name:?} in the header (columns: {})",
-                    headers.join(", ")
-                ),
-            })
-    };
+    let (mut csv, headers) = open_csv(path, format == DataFormat::Tsv, true)?;
+    let col = |name: &str| column_of(path, &headers, name);
     let c = &options.columns;
     let (text_col, label_col) = (col(&c.text)?, col(&c.label)?);
     let pair_col = c.text_pair.as_deref().map(col).transpose()?;

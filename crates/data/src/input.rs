@@ -160,32 +160,8 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
             Ok(texts)
         }
         TextFormat::Csv | TextFormat::Tsv => {
-            let mut csv = csv::ReaderBuilder::new()
-                .delimiter(if format == TextFormat::Tsv {
-                    b'\t'
-                } else {
-                    b','
-                })
-                .flexible(false)
-                .from_reader(open(path)?);
-            let headers = csv.byte_headers().map_err(|e| csv_error(path, e))?.clone();
-            let column = headers
-                .iter()
-                .position(|h| {
-                    let h = std::str::from_utf8(h).unwrap_or("");
-                    h.trim_start_matches('\u{feff}') == field
-                })
-                .ok_or_else(|| DataError::File {
-                    path: path.into(),
-                    message: format!(
-                        "no column {field:?} in the header (columns: {})",
-                        headers
-                            .iter()
-                            .map(|h| String::from_utf8_lossy(h).into_owned())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                })?;
+            let (mut csv, headers) = open_csv(path, format == TextFormat::Tsv, false)?;
+            let column = column_of(path, &headers, field)?;
             let mut texts = Vec::new();
             for record in csv.byte_records() {
                 let record = record.map_err(|e| csv_error(path, e))?;
@@ -206,7 +182,45 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
     }
 }
 
-fn csv_error(path: &Path, e: csv::Error) -> DataError {
+/// A CSV (or TSV) reader over `path` and its header, a leading BOM removed.
+/// `flexible` lets rows have another field count (the caller checks them).
+pub(crate) fn open_csv(
+    path: &Path,
+    tab: bool,
+    flexible: bool,
+) -> Result<(csv::Reader<Box<dyn Read>>, Vec<String>), DataError> {
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(if tab { b'\t' } else { b',' })
+        .flexible(flexible)
+        .from_reader(open(path)?);
+    let headers = csv
+        .byte_headers()
+        .map_err(|e| csv_error(path, e))?
+        .iter()
+        .map(|h| {
+            String::from_utf8_lossy(h)
+                .trim_start_matches('\u{feff}')
+                .to_string()
+        })
+        .collect();
+    Ok((csv, headers))
+}
+
+/// Index of the column `name`, or an error listing the columns there are.
+pub(crate) fn column_of(path: &Path, headers: &[String], name: &str) -> Result<usize, DataError> {
+    headers
+        .iter()
+        .position(|h| h == name)
+        .ok_or_else(|| DataError::File {
+            path: path.into(),
+            message: format!(
+                "no column {name:?} in the header (columns: {})",
+                headers.join(", ")
+            ),
+        })
+}
+
+pub(crate) fn csv_error(path: &Path, e: csv::Error) -> DataError {
     let line = e.position().map_or(0, |p| p.line());
     match e.kind() {
         csv::ErrorKind::Io(_) => DataError::File {
