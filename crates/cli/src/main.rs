@@ -2,6 +2,7 @@
 //! classification on burn (CPU, wgpu or CUDA). A thin binary over the zhbert crates.
 
 mod backend;
+mod bench;
 mod convert;
 mod hub;
 mod predict;
@@ -61,6 +62,12 @@ enum Command {
         #[command(subcommand)]
         command: DatasetsCommand,
     },
+    /// Time one workload (matmul, tokenize, infer, train) and print one JSON line;
+    /// `cargo xtask bench` runs the whole suite against PyTorch.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// List the backends compiled in.
     Info,
 }
@@ -78,7 +85,21 @@ enum DatasetsCommand {
     },
 }
 
+/// glibc returns every freed block above 128 KiB to the OS at once, so each
+/// new activation tensor page-faults its memory in again: 9 to 14% of a CPU
+/// training or inference step (benchmarks/NOTES.md). Blocks up to 32 MiB now come
+/// from the heap, and the heap keeps what it has freed for the next step.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 fn main() {
+    tune_allocator();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -96,6 +117,7 @@ fn main() {
         Command::Datasets {
             command: DatasetsCommand::Fetch { from, out },
         } => fetch_sentiment(&from, &out),
+        Command::Bench { command } => bench::run(command),
         Command::Info => {
             info();
             Ok(())

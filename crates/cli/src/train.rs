@@ -92,6 +92,9 @@ pub struct TrainArgs {
     /// Early stopping: evaluations without improvement.
     #[arg(long)]
     patience: Option<usize>,
+    /// Stop once the dev --metric reaches this value (time-to-accuracy runs).
+    #[arg(long)]
+    stop_at: Option<f64>,
     /// Metric for the best checkpoint: accuracy, macro_f1, micro_f1, loss.
     #[arg(long)]
     metric: Option<String>,
@@ -155,6 +158,7 @@ impl TrainArgs {
                 save_every,
                 keep_checkpoints,
                 patience,
+                stop_at,
                 metric,
                 class_weights,
                 label_smoothing,
@@ -190,6 +194,7 @@ impl TrainArgs {
         c.eval_every = self.eval_every.or(c.eval_every);
         c.save_every = self.save_every.or(c.save_every);
         c.patience = self.patience.or(c.patience);
+        c.stop_at = self.stop_at.or(c.stop_at);
         if let Some(w) = &self.warmup {
             c.warmup = Warmup::parse(w)?;
         }

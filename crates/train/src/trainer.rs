@@ -101,6 +101,9 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Stop after this many evaluations without improvement.
     pub patience: Option<usize>,
+    /// Stop once the dev `metric` reaches this value (at most it, for loss):
+    /// time-to-accuracy runs.
+    pub stop_at: Option<f64>,
     /// Metric that chooses the best checkpoint: accuracy, macro_f1, micro_f1 or loss.
     pub metric: String,
     /// Class weights of the loss.
@@ -130,6 +133,7 @@ impl Default for TrainConfig {
             save_every: None,
             keep_checkpoints: 2,
             patience: None,
+            stop_at: None,
             metric: "accuracy".into(),
             class_weights: None,
             label_smoothing: 0.0,
@@ -541,6 +545,7 @@ pub fn train<AB: AutodiffBackend>(
     let mut grads = GradAccumulator::<AB::InnerBackend>::default();
     let mut step_loss = 0.0f64;
     let mut early_stopped = false;
+    let mut target_reached = false;
     let eval_model = |model: &BertForSequenceClassification<AB>, set: &EncodedDataset| {
         evaluate(
             &model.valid(),
@@ -621,6 +626,7 @@ pub fn train<AB: AutodiffBackend>(
                 log.write(serde_json::json!({
                     "step": state.global_step, "epoch": epoch_f, "loss": avg, "lr": lr,
                     "grad_norm": grad_norm, "sequences_per_second": speed,
+                    "elapsed_seconds": started.elapsed().as_secs_f64(),
                 }))?;
                 if bar.is_none() {
                     tracing::info!("step {}/{} epoch {epoch_f:.2} loss {avg:.4} lr {lr:.2e} grad_norm {grad_norm:.3} {speed:.1} seq/s", state.global_step, total_steps);
@@ -670,7 +676,21 @@ pub fn train<AB: AutodiffBackend>(
                         Some(bar) => bar.println(line),
                         None => tracing::info!("{line}"),
                     }
-                    log.write(serde_json::json!({ "step": state.global_step, "epoch": epoch_f, "eval": m }))?;
+                    log.write(serde_json::json!({
+                        "step": state.global_step, "epoch": epoch_f, "eval": m,
+                        "elapsed_seconds": started.elapsed().as_secs_f64(),
+                    }))?;
+                    if let Some(target) = config.stop_at {
+                        let reached = if higher_is_better(&config.metric) {
+                            value >= target
+                        } else {
+                            value <= target
+                        };
+                        if reached {
+                            tracing::info!("dev {} reached {target}: stopping", config.metric);
+                            target_reached = true;
+                        }
+                    }
                 }
             }
             let save_due = match config.save_every {
@@ -686,6 +706,10 @@ pub fn train<AB: AutodiffBackend>(
                     &state,
                     config.keep_checkpoints,
                 )?;
+            }
+            if target_reached {
+                early_stopped = true;
+                break 'epochs;
             }
             if let Some(p) = config.patience {
                 if data.dev.is_some() && state.evals_without_improvement >= p {
