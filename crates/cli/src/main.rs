@@ -85,15 +85,16 @@ enum DatasetsCommand {
     },
 }
 
-/// glibc returns every freed block above 128 KiB to the OS at once, so each
-/// new activation tensor page-faults its memory in again: 9 to 14% of a CPU
-/// training or inference step (benchmarks/NOTES.md). Blocks up to 32 MiB now come
-/// from the heap, and the heap keeps what it has freed for the next step.
+/// glibc maps every block above 128 KiB (up to 32 MiB as it adapts) afresh
+/// and unmaps it when freed, so each step's activations, gradients and
+/// optimizer temporaries page-fault and zero their memory again: 10 to 15% of
+/// a CPU training step (benchmarks/NOTES.md). All blocks now come from the
+/// heap, which keeps what is freed for the next step; peak memory is unchanged.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }

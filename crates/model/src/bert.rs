@@ -197,12 +197,13 @@ impl<B: Backend> BertSelfAttention<B> {
             t.reshape([batch, l, self.num_heads, self.head_dim])
                 .swap_dims(1, 2)
         };
-        let q = heads(self.query.forward(x.clone()));
+        let scale = (self.head_dim as f64).sqrt().recip();
+        // Scaled before the product: q is head_dim/seq the size of the scores.
+        let q = heads(self.query.forward(x.clone()).mul_scalar(scale));
         let k = heads(self.key.forward(x.clone()));
         let v = heads(self.value.forward(x));
-        let scale = (self.head_dim as f64).sqrt().recip();
         // [b, heads, l, l]: one batched matmul for every head.
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        let mut scores = q.matmul(k.swap_dims(2, 3));
         if let Some(bias) = mask_bias {
             scores = scores + bias;
         }
