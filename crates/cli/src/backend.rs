@@ -105,14 +105,53 @@ macro_rules! with_backend {
     }};
 }
 
-/// The wgpu device for `--device N` (the default adapter when `None`).
+/// The wgpu device for `--device N` (the default adapter when `None`), after
+/// checking that an adapter opens: burn panics deep inside wgpu when none does.
 #[cfg(feature = "wgpu")]
 pub fn wgpu_device(index: Option<usize>) -> anyhow::Result<burn::backend::wgpu::WgpuDevice> {
-    use burn::backend::wgpu::WgpuDevice;
-    Ok(match index {
+    wgpu_adapter(index).map(|(device, _)| device)
+}
+
+/// The wgpu device and a description of its adapter.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_adapter(
+    index: Option<usize>,
+) -> anyhow::Result<(burn::backend::wgpu::WgpuDevice, String)> {
+    use burn::backend::wgpu::{graphics::AutoGraphicsApi, init_setup, RuntimeOptions, WgpuDevice};
+    let device = match index {
         None => WgpuDevice::DefaultDevice,
         Some(i) => WgpuDevice::DiscreteGpu(i),
-    })
+    };
+    // Initialising the device here, once, is what burn would do lazily on
+    // first use; doing it under catch_unwind turns "no adapter" into an error.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let setup = std::panic::catch_unwind(|| {
+        init_setup::<AutoGraphicsApi>(&device, RuntimeOptions::default())
+    });
+    std::panic::set_hook(hook);
+    match setup {
+        Ok(setup) => {
+            let info = setup.adapter.get_info();
+            let name = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
+            tracing::debug!("wgpu adapter: {name}");
+            Ok((device, name))
+        }
+        Err(_) => anyhow::bail!(
+            "backend wgpu cannot start: no {} graphics adapter (Vulkan, Metal or DirectX 12) was found; on Linux without a GPU install Mesa's software driver (Debian: mesa-vulkan-drivers), or use --backend {}",
+            match index { Some(i) => format!("GPU #{i}"), None => "usable".to_string() },
+            other_backend(BackendKind::Wgpu)
+        ),
+    }
+}
+
+/// A compiled-in backend other than `not`, to suggest when `not` cannot start.
+#[allow(dead_code)]
+fn other_backend(not: BackendKind) -> &'static str {
+    BackendKind::available()
+        .into_iter()
+        .find(|b| *b != not)
+        .map_or("flex", |b| b.feature())
 }
 
 /// The CUDA device for `--device N`, after checking that the driver library
@@ -124,15 +163,31 @@ pub fn cuda_device(index: Option<usize>) -> anyhow::Result<burn::backend::cuda::
         unsafe { libloading::Library::new(name) }.is_ok()
     });
     if !found {
-        let others: Vec<&str> = BackendKind::available()
-            .into_iter()
-            .filter(|b| *b != BackendKind::Cuda)
-            .map(|b| b.feature())
-            .collect();
         anyhow::bail!(
             "backend cuda cannot start: the NVIDIA driver library libcuda.so.1 is not installed or not on the library path; use --backend {}",
-            others.first().copied().unwrap_or("flex")
+            other_backend(BackendKind::Cuda)
         );
     }
     Ok(burn::backend::cuda::CudaDevice::new(index.unwrap_or(0)))
+}
+
+/// One line on what `kind` runs on here, or why it cannot start.
+pub fn describe(kind: BackendKind) -> String {
+    match kind {
+        BackendKind::Flex | BackendKind::Ndarray => {
+            format!("CPU, {} threads", rayon::current_num_threads())
+        }
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => match wgpu_adapter(None) {
+            Ok((_, name)) => format!("default adapter: {name}"),
+            Err(e) => e.to_string(),
+        },
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => match cuda_device(None) {
+            Ok(_) => "NVIDIA driver found; --device N picks the GPU".into(),
+            Err(e) => e.to_string(),
+        },
+        #[allow(unreachable_patterns)]
+        _ => "not compiled in".into(),
+    }
 }

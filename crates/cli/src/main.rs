@@ -68,7 +68,7 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
-    /// List the backends compiled in.
+    /// List the backends compiled in and the devices they see.
     Info,
 }
 
@@ -152,8 +152,8 @@ fn fetch_sentiment(from: &std::path::Path, out: &std::path::Path) -> anyhow::Res
 
 fn info() {
     println!("zhbert {}", env!("CARGO_PKG_VERSION"));
-    println!("backends compiled in:");
+    println!("backends compiled in (and the devices they see):");
     for kind in BackendKind::available() {
-        println!("  {}", kind.feature());
+        println!("  {:<8} {}", kind.feature(), backend::describe(kind));
     }
 }

@@ -22,8 +22,15 @@
 //!
 //! ## Feature flags
 //!
-//! None: the crate instantiates no backend. Pick one in the binary (`burn/flex`,
-//! `burn/ndarray`, `burn/wgpu`, `burn/cuda`).
+//! The model is generic over the backend; each feature turns on one of burn's,
+//! so that `burn::backend::{Flex, NdArray, Wgpu, Cuda}` exist for the caller.
+//!
+//! | feature | default | what |
+//! | --- | --- | --- |
+//! | `flex` | yes | burn's Flex CPU backend, with `gemm`'s AVX-512 kernels (chosen at run time) |
+//! | `ndarray` | | burn's ndarray CPU backend |
+//! | `wgpu` | | wgpu: Vulkan, Metal, DirectX 12 (lavapipe where there is no GPU) |
+//! | `cuda` | | NVIDIA CUDA; the driver (`libcuda.so.1`) is loaded at run time |
 //!
 //! ## Layout
 //!

@@ -1,5 +1,6 @@
-//! One model, every CPU backend: the same checkpoint and inputs give the same
-//! outputs on Flex and ndarray (each also checked against PyTorch in parity.rs).
+//! One model, every backend: the same checkpoint and inputs give the same
+//! outputs on Flex, ndarray and (with `--features wgpu`) wgpu, each also
+//! against PyTorch.
 
 mod common;
 
@@ -23,27 +24,51 @@ fn logits<B: Backend>(dir: &std::path::Path, e: &Expected, options: &LoadOptions
     to_vec(model.forward(input))
 }
 
-#[test]
-fn flex_and_ndarray_agree_within_1e_4() {
+/// Logits of backend `B` against Flex and against PyTorch, for the tiny BERT
+/// and for MiniLM, within `tol`.
+fn agrees_with_flex_and_pytorch<B: Backend>(name: &str, tol: f32) {
     let tiny = fixtures().join("tiny-bert");
     let e = Expected::open(tiny.join("expected.safetensors"));
     let options = LoadOptions::default();
-    let (flex, nd) = (
+    let (flex, other) = (
         logits::<Flex>(&tiny, &e, &options),
-        logits::<NdArray>(&tiny, &e, &options),
+        logits::<B>(&tiny, &e, &options),
     );
-    assert_close("tiny: ndarray vs flex", &nd, &flex, 1e-4);
-    assert_close("tiny: ndarray vs pytorch", &nd, &e.f32("logits"), 1e-4);
+    assert_close(&format!("tiny: {name} vs flex"), &other, &flex, tol);
+    assert_close(
+        &format!("tiny: {name} vs pytorch"),
+        &other,
+        &e.f32("logits"),
+        tol,
+    );
 
     let e = Expected::open(fixtures().join("minilm/expected.safetensors"));
     let options = LoadOptions {
         labels: Some(vec!["a".into(), "b".into()]),
         allow_fresh_head: true,
     };
-    let (flex, nd) = (
+    let (flex, other) = (
         logits::<Flex>(&minilm_dir(), &e, &options),
-        logits::<NdArray>(&minilm_dir(), &e, &options),
+        logits::<B>(&minilm_dir(), &e, &options),
     );
-    assert_close("minilm: ndarray vs flex", &nd, &flex, 1e-4);
-    assert_close("minilm: ndarray vs pytorch", &nd, &e.f32("logits"), 1e-4);
+    assert_close(&format!("minilm: {name} vs flex"), &other, &flex, tol);
+    assert_close(
+        &format!("minilm: {name} vs pytorch"),
+        &other,
+        &e.f32("logits"),
+        tol,
+    );
+}
+
+#[test]
+fn flex_and_ndarray_agree_within_1e_4() {
+    agrees_with_flex_and_pytorch::<NdArray>("ndarray", 1e-4);
+}
+
+/// wgpu (fp32) against Flex and PyTorch; CI runs it on Mesa's software Vulkan
+/// driver (lavapipe) with `--features wgpu`.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_agrees_with_flex_within_1e_3() {
+    agrees_with_flex_and_pytorch::<burn::backend::Wgpu>("wgpu", 1e-3);
 }

@@ -25,7 +25,8 @@
 //!
 //! ## Feature flags
 //!
-//! None: the caller picks the backend.
+//! Generic over the backend; `flex` (default), `ndarray`, `wgpu` and `cuda`
+//! turn on burn's backend of that name (and zhbert-model's feature).
 
 pub mod inference;
 pub mod metrics;

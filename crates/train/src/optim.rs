@@ -150,7 +150,7 @@ impl<B: Backend> GradAccumulator<B> {
         let Some(total) = self
             .order
             .iter()
-            .map(|id| self.grads[id].clone().powi_scalar(2).sum())
+            .map(|id| sum_of_squares(&self.grads[id]))
             .reduce(|a, b| a + b)
         else {
             return 0.0;
@@ -166,6 +166,25 @@ impl<B: Backend> GradAccumulator<B> {
         }
         norm
     }
+}
+
+/// `Σ g²` of a flat tensor, summed in slices of at most 2^20 elements: burn
+/// 0.21's wgpu reduction returns wrong sums beyond about 4M elements on a device
+/// that allows 65,535 workgroups per dimension (Mesa's lavapipe: a sum of 2^22
+/// ones gives 262,132), and a word-embedding gradient is 11.7M elements.
+fn sum_of_squares<B: Backend>(g: &Tensor<B, 1>) -> Tensor<B, 1> {
+    const SLICE: usize = 1 << 20;
+    let n = g.dims()[0];
+    (0..n)
+        .step_by(SLICE)
+        .map(|start| {
+            g.clone()
+                .narrow(0, start, SLICE.min(n - start))
+                .powi_scalar(2)
+                .sum()
+        })
+        .reduce(|a, b| a + b)
+        .unwrap_or_else(|| Tensor::zeros([1], &g.device()))
 }
 
 /// AdamW's moments, by parameter id, flat.

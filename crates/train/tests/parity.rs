@@ -4,7 +4,8 @@
 //! same initial weights, same batches, no dropout.
 
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Int, Tensor};
 use zhbert_model::{
     classification_loss, load_classifier_with_config, load_weights_file, BertConfig, BertInput,
     CrossEntropyOptions, Labels, LoadOptions,
@@ -14,6 +15,115 @@ use zhbert_train::optim::{linear_schedule, param_paths, read_f32_tensors};
 use zhbert_train::{AdamW, AdamWConfig, GradAccumulator};
 
 type AB = Autodiff<Flex>;
+
+/// The PyTorch run of `tests/fixtures/train-parity`.
+struct Reference {
+    losses: Vec<f64>,
+    grad_norms: Vec<f64>,
+    learning_rates: Vec<f64>,
+}
+
+fn reference() -> Reference {
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("train-parity/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let floats = |k: &str| -> Vec<f64> { serde_json::from_value(expected[k].clone()).unwrap() };
+    Reference {
+        losses: floats("losses"),
+        grad_norms: floats("grad_norms"),
+        learning_rates: floats("learning_rates"),
+    }
+}
+
+/// The first `steps` optimizer steps of the fixture's run on backend `B`:
+/// the model after them, and each step's (mean loss, grad norm, lr).
+fn train_steps<B: AutodiffBackend>(
+    steps: usize,
+    device: &B::Device,
+) -> (
+    zhbert_model::BertForSequenceClassification<B>,
+    Vec<(f64, f64, f64)>,
+) {
+    let batches_bytes = std::fs::read(fixtures().join("train-parity/batches.safetensors")).unwrap();
+    let batches = safetensors::SafeTensors::deserialize(&batches_bytes).unwrap();
+    let mut config = BertConfig::from_file(minilm_dir().join("config.json")).unwrap();
+    config.hidden_dropout_prob = 0.0;
+    config.attention_probs_dropout_prob = 0.0;
+    let options = LoadOptions {
+        labels: Some(vec!["negative".into(), "positive".into()]),
+        allow_fresh_head: true,
+    };
+    let (mut model, _, _) =
+        load_classifier_with_config::<B>(&minilm_dir(), config, &options, device).unwrap();
+    load_weights_file(&mut model, &fixtures().join("minilm/expected.safetensors")).unwrap();
+
+    let adamw = AdamWConfig {
+        lr: 1e-4,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let mut opt = AdamW::new::<B, _>(adamw, &model);
+    let mut grads = GradAccumulator::default();
+    // The fixture's schedule is over 20 steps, whatever part of it is run.
+    let (accum, total, warmup) = (2, 20, 2);
+    let mut trace = Vec::new();
+    for step in 0..steps {
+        let mut loss_sum = 0.0;
+        for m in step * accum..(step + 1) * accum {
+            let tensor = |name: &str| {
+                let (v, shape) = ints(&batches, &format!("{name}.{m}"));
+                Tensor::<B, 1, Int>::from_data(v.as_slice(), device).reshape([shape[0], shape[1]])
+            };
+            let input = BertInput {
+                input_ids: tensor("input_ids"),
+                token_type_ids: Some(tensor("token_type_ids")),
+                attention_mask: Some(tensor("attention_mask")),
+            };
+            let (labels, _) = ints(&batches, &format!("labels.{m}"));
+            let labels = Tensor::<B, 1, Int>::from_data(labels.as_slice(), device);
+            let loss = classification_loss(
+                model.forward(input),
+                Labels::Classes(labels),
+                &CrossEntropyOptions::default(),
+            );
+            loss_sum += loss.clone().into_scalar().elem::<f64>();
+            grads.add::<B, _>(&model, &loss.div_scalar(accum as f64).backward());
+        }
+        let norm = grads.clip_global_norm(Some(1.0));
+        let lr = linear_schedule(1e-4, step, warmup, total);
+        model = opt.step::<B, _>(model, lr, &mut grads);
+        trace.push((loss_sum / accum as f64, norm, lr));
+    }
+    (model, trace)
+}
+
+/// Checks a run's losses and grad norms against PyTorch's.
+fn check_trace(backend: &str, trace: &[(f64, f64, f64)], loss_tol: f64, norm_tol: f64) {
+    let want = reference();
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+    for (step, &(loss, norm, lr)) in trace.iter().enumerate() {
+        eprintln!(
+            "{backend} step {step}: loss {loss:.6} ({:.6}) grad norm {norm:.5} ({:.5})",
+            want.losses[step], want.grad_norms[step]
+        );
+        assert!(
+            (lr - want.learning_rates[step]).abs() < 1e-12,
+            "{backend} step {step}: lr {lr} vs {}",
+            want.learning_rates[step]
+        );
+        assert!(
+            rel(loss, want.losses[step]) < loss_tol,
+            "{backend} step {step}: loss {loss} vs {}",
+            want.losses[step]
+        );
+        assert!(
+            rel(norm, want.grad_norms[step]) < norm_tol,
+            "{backend} step {step}: grad norm {norm} vs {}",
+            want.grad_norms[step]
+        );
+    }
+}
 
 /// An int64 tensor of the batches file.
 fn ints(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<i64>, Vec<usize>) {
@@ -29,92 +139,13 @@ fn ints(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<i64>, Vec<usize>)
 
 #[test]
 fn twenty_steps_of_adamw_match_pytorch() {
-    let fixture = fixtures().join("train-parity");
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap())
-            .unwrap();
-    let floats = |k: &str| -> Vec<f64> { serde_json::from_value(expected[k].clone()).unwrap() };
-    let (want_losses, want_norms, want_lrs) = (
-        floats("losses"),
-        floats("grad_norms"),
-        floats("learning_rates"),
-    );
-    let batches_bytes = std::fs::read(fixture.join("batches.safetensors")).unwrap();
-    let batches = safetensors::SafeTensors::deserialize(&batches_bytes).unwrap();
-
-    let device = Default::default();
-    let mut config = BertConfig::from_file(minilm_dir().join("config.json")).unwrap();
-    config.hidden_dropout_prob = 0.0;
-    config.attention_probs_dropout_prob = 0.0;
-    let options = LoadOptions {
-        labels: Some(vec!["negative".into(), "positive".into()]),
-        allow_fresh_head: true,
-    };
-    let (mut model, _, _) =
-        load_classifier_with_config::<AB>(&minilm_dir(), config, &options, &device).unwrap();
-    load_weights_file(&mut model, &fixtures().join("minilm/expected.safetensors")).unwrap();
-
-    let adamw = AdamWConfig {
-        lr: 1e-4,
-        weight_decay: 0.01,
-        ..Default::default()
-    };
-    let mut opt = AdamW::new::<AB, _>(adamw, &model);
-    let mut grads = GradAccumulator::default();
-    let (accum, steps, warmup) = (2, 20, 2);
-    for step in 0..steps {
-        let mut loss_sum = 0.0;
-        for m in step * accum..(step + 1) * accum {
-            let tensor = |name: &str| {
-                let (v, shape) = ints(&batches, &format!("{name}.{m}"));
-                Tensor::<AB, 1, Int>::from_data(v.as_slice(), &device).reshape([shape[0], shape[1]])
-            };
-            let input = BertInput {
-                input_ids: tensor("input_ids"),
-                token_type_ids: Some(tensor("token_type_ids")),
-                attention_mask: Some(tensor("attention_mask")),
-            };
-            let (labels, _) = ints(&batches, &format!("labels.{m}"));
-            let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), &device);
-            let loss = classification_loss(
-                model.forward(input),
-                Labels::Classes(labels),
-                &CrossEntropyOptions::default(),
-            );
-            loss_sum += loss.clone().into_scalar() as f64;
-            grads.add::<AB, _>(&model, &loss.div_scalar(accum as f64).backward());
-        }
-        let loss = loss_sum / accum as f64;
-        let norm = grads.clip_global_norm(Some(1.0));
-        let lr = linear_schedule(1e-4, step, warmup, steps);
-        model = opt.step::<AB, _>(model, lr, &mut grads);
-
-        let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
-        assert!(
-            (lr - want_lrs[step]).abs() < 1e-12,
-            "step {step}: lr {lr} vs {}",
-            want_lrs[step]
-        );
-        // The issue asks for 1e-3; the implementation does much better, and
-        // these bounds are set just above what it does.
-        assert!(
-            rel(loss, want_losses[step]) < 1e-5,
-            "step {step}: loss {loss} vs {}",
-            want_losses[step]
-        );
-        assert!(
-            rel(norm, want_norms[step]) < 1e-4,
-            "step {step}: grad norm {norm} vs {}",
-            want_norms[step]
-        );
-        eprintln!(
-            "step {step}: loss {loss:.6} ({:.6}) grad norm {norm:.5} ({:.5})",
-            want_losses[step], want_norms[step]
-        );
-    }
+    let (model, trace) = train_steps::<AB>(20, &Default::default());
+    // The issue asks for 1e-3; the implementation does much better, and
+    // these bounds are set just above what it does.
+    check_trace("flex", &trace, 1e-5, 1e-4);
 
     // The weights after 20 steps: weight decay, clipping and eps all show here.
-    let want = read_f32_tensors(&fixture.join("final.safetensors")).unwrap();
+    let want = read_f32_tensors(&fixtures().join("train-parity/final.safetensors")).unwrap();
     let got: std::collections::HashMap<String, Vec<f32>> = {
         let dir = tempfile::tempdir().unwrap();
         zhbert_model::save_safetensors(&model, &dir.path().join("m.safetensors")).unwrap();
@@ -131,5 +162,20 @@ fn twenty_steps_of_adamw_match_pytorch() {
         eprintln!("{name}: max abs diff {d:e}");
         // Leaving out weight decay would move layer.5.output.dense.weight by 9e-6.
         assert!(d < 5e-7, "{name}: final weights differ by {d:e}");
+    }
+}
+
+/// Five steps on wgpu (fp32; lavapipe in CI) against PyTorch and Flex: losses
+/// within 1e-3 relative.
+#[cfg(feature = "wgpu")]
+#[test]
+fn five_steps_on_wgpu_match_pytorch_and_flex() {
+    use burn::backend::Wgpu;
+    let (_, gpu) = train_steps::<Autodiff<Wgpu>>(5, &Default::default());
+    check_trace("wgpu", &gpu, 1e-3, 1e-3);
+    let (_, cpu) = train_steps::<AB>(5, &Default::default());
+    for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        let rel = (g.0 - c.0).abs() / c.0.abs();
+        assert!(rel < 1e-3, "step {step}: wgpu loss {} vs flex {}", g.0, c.0);
     }
 }
