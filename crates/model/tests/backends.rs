@@ -28,36 +28,38 @@ fn logits<B: Backend>(dir: &std::path::Path, e: &Expected, options: &LoadOptions
 /// and for MiniLM, within `tol`.
 fn agrees_with_flex_and_pytorch<B: Backend>(name: &str, tol: f32) {
     let tiny = fixtures().join("tiny-bert");
-    let e = Expected::open(tiny.join("expected.safetensors"));
-    let options = LoadOptions::default();
-    let (flex, other) = (
-        logits::<Flex>(&tiny, &e, &options),
-        logits::<B>(&tiny, &e, &options),
-    );
-    assert_close(&format!("tiny: {name} vs flex"), &other, &flex, tol);
-    assert_close(
-        &format!("tiny: {name} vs pytorch"),
-        &other,
-        &e.f32("logits"),
-        tol,
-    );
-
-    let e = Expected::open(fixtures().join("minilm/expected.safetensors"));
-    let options = LoadOptions {
+    let minilm = LoadOptions {
         labels: Some(vec!["a".into(), "b".into()]),
         allow_fresh_head: true,
     };
-    let (flex, other) = (
-        logits::<Flex>(&minilm_dir(), &e, &options),
-        logits::<B>(&minilm_dir(), &e, &options),
-    );
-    assert_close(&format!("minilm: {name} vs flex"), &other, &flex, tol);
-    assert_close(
-        &format!("minilm: {name} vs pytorch"),
-        &other,
-        &e.f32("logits"),
-        tol,
-    );
+    let cases = [
+        (
+            "tiny",
+            tiny.clone(),
+            tiny.join("expected.safetensors"),
+            LoadOptions::default(),
+        ),
+        (
+            "minilm",
+            minilm_dir(),
+            fixtures().join("minilm/expected.safetensors"),
+            minilm,
+        ),
+    ];
+    for (model, dir, expected, options) in cases {
+        let e = Expected::open(expected);
+        let (flex, other) = (
+            logits::<Flex>(&dir, &e, &options),
+            logits::<B>(&dir, &e, &options),
+        );
+        assert_close(&format!("{model}: {name} vs flex"), &other, &flex, tol);
+        assert_close(
+            &format!("{model}: {name} vs pytorch"),
+            &other,
+            &e.f32("logits"),
+            tol,
+        );
+    }
 }
 
 #[test]
