@@ -45,12 +45,19 @@ fn run() -> Result<()> {
         "assets" => assets(),
         "test" => {
             assets()?;
-            cargo(&["test", "--workspace", "--release"])?;
+            let mut totals = TestTotals::default();
+            cargo_test(&["test", "--workspace", "--release"], &mut totals)?;
             if rest.iter().any(|a| a == "--cpu-only") {
                 println!("GPU backends skipped (--cpu-only)");
-                return Ok(());
+            } else {
+                gpu_backends(&mut totals)?;
             }
-            gpu_backends()
+            // One line for the whole run: the last cargo summary is a filtered binary's.
+            println!(
+                "tests: {} passed, {} failed, {} skipped",
+                totals.passed, totals.failed, totals.ignored
+            );
+            Ok(())
         }
         "datasets" => {
             assets()?;
@@ -84,7 +91,7 @@ fn vulkan_driver_installed() -> bool {
 /// (burn 0.21 loads the CUDA driver at run time, so it builds without a GPU),
 /// and runs the tests named `wgpu` (forward and training against Flex and
 /// PyTorch) where a Vulkan driver is installed.
-fn gpu_backends() -> Result<()> {
+fn gpu_backends(totals: &mut TestTotals) -> Result<()> {
     let packages = [
         "test",
         "--release",
@@ -98,7 +105,7 @@ fn gpu_backends() -> Result<()> {
         "wgpu,cuda",
     ];
     if vulkan_driver_installed() {
-        cargo(&[&packages[..], &["--", "wgpu"]].concat())
+        cargo_test(&[&packages[..], &["--", "wgpu"]].concat(), totals)
     } else {
         println!(
             "no Vulkan driver: building the wgpu and cuda tests without running them \
@@ -106,6 +113,48 @@ fn gpu_backends() -> Result<()> {
         );
         cargo(&[&packages[..], &["--no-run"]].concat())
     }
+}
+
+/// Tests counted over every `cargo test` of a run.
+#[derive(Default)]
+struct TestTotals {
+    passed: usize,
+    failed: usize,
+    ignored: usize,
+}
+
+/// `cargo test ARGS`, its output passed through, its `test result:` lines counted.
+fn cargo_test(args: &[&str], totals: &mut TestTotals) -> Result<()> {
+    use std::io::BufRead;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(cargo)
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            // "ok. 5 passed; 0 failed; 1 ignored; ..."
+            let count = |what: &str| {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(what))
+                    .and_then(|n| n.trim().rsplit(' ').next()?.parse::<usize>().ok())
+                    .unwrap_or(0)
+            };
+            totals.passed += count(" passed");
+            totals.failed += count(" failed");
+            totals.ignored += count(" ignored");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
 }
 
 fn status(cmd: &mut Command) -> Result<()> {
