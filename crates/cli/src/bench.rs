@@ -291,16 +291,16 @@ fn infer<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<serde_json:
             )?;
         }
         let start = Instant::now();
-        let mut tokens = 0usize;
+        let mut classified = 0usize;
         for _ in 0..args.steps {
             let predictions = classify(&model, &tokenizer, &texts, &options, device)?;
-            tokens += predictions.len();
+            classified += predictions.len();
         }
         let secs = start.elapsed().as_secs_f64();
         out["workload"] = "infer-texts".into();
         out["texts"] = texts.len().into();
         out["seconds"] = secs.into();
-        out["items_per_second"] = (tokens as f64 / secs).into();
+        out["items_per_second"] = (classified as f64 / secs).into();
         return Ok(out);
     }
     let input = random_input::<B>(&config, args, device);
