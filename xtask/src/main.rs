@@ -157,7 +157,7 @@ fn cargo_test(args: &[&str], totals: &mut TestTotals) -> Result<()> {
     Ok(())
 }
 
-fn status(cmd: &mut Command) -> Result<()> {
+pub(crate) fn status(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     let st = cmd
         .status()
