@@ -21,8 +21,14 @@ import os
 import resource
 import time
 
+import sys
+from pathlib import Path
+
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sentiment_split import hf_adamw  # noqa: E402
 
 BERT_BASE_SHAPE = "bert-base-chinese-shape"
 
@@ -79,6 +85,28 @@ def model_fields(args, config):
         "seq_len": args.seq_len,
         "steps": args.steps,
     }
+
+
+def timed(args, run):
+    """Seconds for args.steps calls of run, after args.warmup untimed ones."""
+    for _ in range(args.warmup):
+        run()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        run()
+    return time.perf_counter() - start
+
+
+def record_throughput(out, workload, secs, args, config, passes):
+    """Speed fields of a fixed-shape workload, as zhbert's bench.rs writes them."""
+    seqs = args.steps * args.batch_size
+    out.update(
+        workload=workload,
+        seconds=secs,
+        items_per_second=seqs / secs,
+        gflops=passes * seqs * forward_flops(config, args.seq_len) / secs / 1e9,
+    )
+    return out
 
 
 def matmul(args):
@@ -152,20 +180,8 @@ def infer(args):
         return out
     batch = random_batch(config, args)
     with torch.inference_mode():
-        for _ in range(args.warmup):
-            model(**batch).logits.tolist()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            model(**batch).logits.tolist()
-        secs = time.perf_counter() - start
-    seqs = args.steps * args.batch_size
-    out.update(
-        workload="infer",
-        seconds=secs,
-        items_per_second=seqs / secs,
-        gflops=seqs * forward_flops(config, args.seq_len) / secs / 1e9,
-    )
-    return out
+        secs = timed(args, lambda: model(**batch).logits.tolist())
+    return record_throughput(out, "infer", secs, args, config, passes=1)
 
 
 def train(args):
@@ -174,11 +190,7 @@ def train(args):
     out = model_fields(args, config)
     batch = random_batch(config, args)
     labels = torch.randint(0, config.num_labels, (args.batch_size,), generator=torch.Generator().manual_seed(1))
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=5e-5
-    )
+    opt = hf_adamw(model, 5e-5, 0.01)
 
     def step():
         loss = model(**batch, labels=labels).loss
@@ -187,20 +199,8 @@ def train(args):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(args.warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    secs = time.perf_counter() - start
-    seqs = args.steps * args.batch_size
-    out.update(
-        workload="train",
-        seconds=secs,
-        items_per_second=seqs / secs,
-        gflops=3 * seqs * forward_flops(config, args.seq_len) / secs / 1e9,
-    )
-    return out
+    # Backward is twice the forward's FLOPs.
+    return record_throughput(out, "train", timed(args, step), args, config, passes=3)
 
 
 def main():

@@ -52,7 +52,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import BertForSequenceClassification, BertTokenizerFast, get_linear_schedule_with_warmup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sentiment_split import REPO, display, read_split, sha256  # noqa: E402
+from sentiment_split import REPO, display, hf_adamw, read_split, sha256  # noqa: E402
 
 
 def collate(tokenizer, encodings: list[dict], labels: list[int] | None) -> dict[str, torch.Tensor]:
@@ -123,13 +123,7 @@ def main() -> None:
     # ----------------------------------------------------------------- model
     transformers.set_seed(args.seed)
     model = BertForSequenceClassification.from_pretrained(args.minilm_dir, num_labels=2)
-    no_decay = lambda n: n.endswith("bias") or "LayerNorm.weight" in n  # noqa: E731
-    named = list(model.named_parameters())
-    opt = torch.optim.AdamW(
-        [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": args.weight_decay},
-         {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
-    )
+    opt = hf_adamw(model, args.lr, args.weight_decay)  # betas (0.9, 0.999), eps 1e-8: torch's defaults
     steps_per_epoch = math.ceil(len(train_items) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     warmup_steps = math.ceil(args.warmup_ratio * total_steps)

@@ -31,7 +31,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, get_linear_schedule_with_warmup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sentiment_split import read_split  # noqa: E402
+from sentiment_split import hf_adamw, read_split  # noqa: E402
 
 
 def main() -> None:
@@ -62,9 +62,7 @@ def main() -> None:
         input_ids = torch.tensor([x + [0] * (n - len(x)) for x in ids])
         return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long()}
 
-    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    opt = hf_adamw(model, args.lr, 0.01)
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
     total = args.epochs * steps_per_epoch
     sched = get_linear_schedule_with_warmup(opt, math.ceil(0.1 * total), total)

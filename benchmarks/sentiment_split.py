@@ -1,5 +1,6 @@
 """Shared by the Python references: reading zhbert's sentiment split
-(`datasets/sentiment/*.tsv`) and recording which files a result came from."""
+(`datasets/sentiment/*.tsv`), recording which files a result came from, and
+HF's AdamW parameter groups."""
 
 from __future__ import annotations
 
@@ -37,3 +38,17 @@ def display(path: Path) -> str:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def hf_adamw(model, lr: float, weight_decay: float):
+    """``torch.optim.AdamW`` with HF's groups: no weight decay on biases and
+    LayerNorm weights."""
+    import torch
+
+    no_decay = lambda n: n.endswith("bias") or "LayerNorm.weight" in n  # noqa: E731
+    named = list(model.named_parameters())
+    return torch.optim.AdamW(
+        [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
+         {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}],
+        lr=lr,
+    )

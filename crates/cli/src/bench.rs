@@ -97,34 +97,34 @@ pub struct ModelArgs {
 
 /// Runs one workload and prints its JSON line.
 pub fn run(command: BenchCommand) -> Result<()> {
-    let mut result = match command {
+    // The backend each model workload ran on (tokenization has none).
+    let (mut result, kind) = match command {
         BenchCommand::Matmul(args) => {
             let kind = args.backend.kind()?;
-            let mut r = with_backend!(kind, args.backend.device, |B, device| matmul::<B>(
+            let r = with_backend!(kind, args.backend.device, |B, device| matmul::<B>(
                 &args, &device
             ))?;
-            r["backend"] = kind.feature().into();
-            r
+            (r, Some(kind))
         }
-        BenchCommand::Tokenize(args) => tokenize(&args)?,
+        BenchCommand::Tokenize(args) => (tokenize(&args)?, None),
         BenchCommand::Infer(args) => {
             let kind = args.backend.kind()?;
-            let mut r = with_backend!(kind, args.backend.device, |B, device| infer::<B>(
+            let r = with_backend!(kind, args.backend.device, |B, device| infer::<B>(
                 &args, &device
             ))?;
-            r["backend"] = kind.feature().into();
-            r
+            (r, Some(kind))
         }
         BenchCommand::Train(args) => {
             let kind = args.backend.kind()?;
-            let mut r =
-                with_backend!(kind, args.backend.device, |B, device| train::<Autodiff<B>>(
-                    &args, &device
-                ))?;
-            r["backend"] = kind.feature().into();
-            r
+            let r = with_backend!(kind, args.backend.device, |B, device| train::<Autodiff<B>>(
+                &args, &device
+            ))?;
+            (r, Some(kind))
         }
     };
+    if let Some(kind) = kind {
+        result["backend"] = kind.feature().into();
+    }
     result["implementation"] = "zhbert".into();
     result["threads"] = rayon::current_num_threads().into();
     result["peak_rss_mb"] = peak_rss_mb().into();
@@ -304,7 +304,15 @@ fn infer<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<serde_json:
         return Ok(out);
     }
     let input = random_input::<B>(&config, args, device);
-    let run = || model.forward(input.clone()).into_data();
+    let secs = timed(args, || {
+        model.forward(input.clone()).into_data();
+    });
+    record_throughput(&mut out, "infer", secs, args, &config, 1.0);
+    Ok(out)
+}
+
+/// Seconds for `args.steps` calls of `run`, after `args.warmup` untimed ones.
+fn timed(args: &ModelArgs, mut run: impl FnMut()) -> f64 {
     for _ in 0..args.warmup {
         run();
     }
@@ -312,18 +320,29 @@ fn infer<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<serde_json:
     for _ in 0..args.steps {
         run();
     }
-    let secs = start.elapsed().as_secs_f64();
+    start.elapsed().as_secs_f64()
+}
+
+/// Speed fields of a fixed-shape workload; `passes` forward FLOPs per
+/// sequence (3 for training: backward is twice the forward).
+fn record_throughput(
+    out: &mut serde_json::Value,
+    workload: &str,
+    secs: f64,
+    args: &ModelArgs,
+    config: &BertConfig,
+    passes: f64,
+) {
     let seqs = (args.steps * args.batch_size) as f64;
-    out["workload"] = "infer".into();
+    out["workload"] = workload.into();
     out["seconds"] = secs.into();
     out["items_per_second"] = (seqs / secs).into();
-    out["gflops"] = (seqs * forward_flops(&config, args.seq_len) / secs / 1e9).into();
-    Ok(out)
+    out["gflops"] = (passes * seqs * forward_flops(config, args.seq_len) / secs / 1e9).into();
 }
 
 fn train<AB: AutodiffBackend>(args: &ModelArgs, device: &AB::Device) -> Result<serde_json::Value> {
     anyhow::ensure!(args.texts.is_none(), "--texts is for the infer workload");
-    let (mut model, config) = model_of::<AB>(&args.model, device)?;
+    let (model, config) = model_of::<AB>(&args.model, device)?;
     let mut out = model_fields(args, &config);
     let input = random_input::<AB>(&config, args, device);
     let labels = Tensor::<AB, 1, Int>::random(
@@ -341,19 +360,8 @@ fn train<AB: AutodiffBackend>(args: &ModelArgs, device: &AB::Device) -> Result<s
         grads.clip_global_norm(Some(1.0));
         opt.step::<AB, _>(model, 5e-5, &mut grads)
     };
-    for _ in 0..args.warmup {
-        model = step(model);
-    }
-    let start = Instant::now();
-    for _ in 0..args.steps {
-        model = step(model);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let seqs = (args.steps * args.batch_size) as f64;
-    out["workload"] = "train".into();
-    out["seconds"] = secs.into();
-    out["items_per_second"] = (seqs / secs).into();
-    // Backward is twice the forward's FLOPs.
-    out["gflops"] = (3.0 * seqs * forward_flops(&config, args.seq_len) / secs / 1e9).into();
+    let mut model = Some(model);
+    let secs = timed(args, || model = Some(step(model.take().expect("model"))));
+    record_throughput(&mut out, "train", secs, args, &config, 3.0);
     Ok(out)
 }
