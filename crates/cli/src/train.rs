@@ -10,10 +10,14 @@ use zhbert_data::{
     encode_dataset, read_dataset, stratified_split, BadRows, Columns, Dataset, EncodedDataset,
     ReadOptions,
 };
-use zhbert_model::{load_classifier, LoadOptions};
+use zhbert_model::{
+    load_classifier, load_masked_lm, save_safetensors, BertConfig, BertForSequenceClassification,
+    LoadOptions,
+};
 use zhbert_tokenizer::{build_char_vocab, BertTokenizer, TokenizerConfig};
 use zhbert_train::{
-    evaluate, preset, presets, train, ClassWeights, TrainConfig, TrainData, Warmup,
+    check_fresh_output, evaluate, list_checkpoints, preset, presets, pretrain_mlm, train,
+    ClassWeights, PretrainConfig, TrainConfig, TrainData, Warmup,
 };
 
 use crate::{with_backend, BackendArgs};
@@ -109,6 +113,10 @@ pub struct TrainArgs {
     /// Log every N steps when not on a terminal.
     #[arg(long)]
     log_every: Option<usize>,
+    /// Masked-LM pretraining epochs on the training texts before fine-tuning a
+    /// preset (0: none; default: the preset's).
+    #[arg(long)]
+    pretrain_epochs: Option<usize>,
     /// Continue the run in --output from its last checkpoint.
     #[arg(long)]
     #[serde(skip)]
@@ -163,7 +171,8 @@ impl TrainArgs {
                 class_weights,
                 label_smoothing,
                 log_every,
-                group_by_length
+                group_by_length,
+                pretrain_epochs
             );
         }
         Ok(self)
@@ -324,7 +333,17 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
             let mut tok_config = TokenizerConfig::default();
             tok_config.model_max_length = config.max_length;
             let tokenizer = BertTokenizer::from_vocab(&vocab, tok_config)?;
-            let model_config = p.model_config(vocab.len(), &labels, config.max_length);
+            let pretrain = PretrainConfig {
+                epochs: args.pretrain_epochs.unwrap_or(p.pretrain.epochs),
+                seed: config.seed,
+                ..p.pretrain.clone()
+            };
+            let positions = if pretrain.epochs > 0 {
+                config.max_length.max(pretrain.max_length)
+            } else {
+                config.max_length
+            };
+            let model_config = p.model_config(vocab.len(), &labels, positions);
             tracing::info!(
                 "preset {}: {} layers, hidden {}, vocabulary of {} characters from the training text, {:.1}M parameters, trained from scratch",
                 p.name,
@@ -333,7 +352,19 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
                 vocab.len(),
                 model_config.num_parameters() as f64 / 1e6
             );
-            let model = model_config.init_classifier::<AB>(device);
+            let mut model = model_config.init_classifier::<AB>(device);
+            if pretrain.epochs > 0 {
+                self_pretrain::<AB>(
+                    &mut model,
+                    &model_config,
+                    &tokenizer,
+                    &train_set,
+                    &pretrain,
+                    output,
+                    args.resume,
+                    device,
+                )?;
+            }
             (tokenizer, model, model_config)
         }
         None => {
@@ -407,6 +438,75 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
         "model, metrics.jsonl, eval.json and plots in {}",
         output.display()
     );
+    Ok(())
+}
+
+/// Masked-LM pretraining of a fresh preset model on its training texts; the
+/// encoder it learns replaces `model`'s. The pretrained `BertForMaskedLM` is kept
+/// as an HF model folder in `<output>/pretrained`, which `--resume` reuses; when
+/// fine-tuning checkpoints exist, they hold the weights and this does nothing.
+#[allow(clippy::too_many_arguments)]
+fn self_pretrain<AB: AutodiffBackend>(
+    model: &mut BertForSequenceClassification<AB>,
+    model_config: &BertConfig,
+    tokenizer: &BertTokenizer,
+    train_set: &Dataset,
+    pretrain: &PretrainConfig,
+    output: &Path,
+    resume: bool,
+    device: &AB::Device,
+) -> Result<()> {
+    if !resume {
+        check_fresh_output(output)?;
+    } else if !list_checkpoints(output).is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
+    let dir = output.join("pretrained");
+    let mlm = if resume && dir.join("model.safetensors").is_file() {
+        let (mlm, _, report) = load_masked_lm::<AB>(&dir, device)?;
+        tracing::info!(
+            "--resume: pretrained encoder from {} ({report})",
+            dir.display()
+        );
+        mlm
+    } else {
+        let texts = encode("pretraining", train_set, tokenizer, pretrain.max_length)?;
+        let (mlm, summary) = pretrain_mlm::<AB>(
+            model_config.init_masked_lm::<AB>(device),
+            tokenizer,
+            &texts.encoded,
+            pretrain,
+            &output.join("pretrain_metrics.jsonl"),
+            device,
+        )?;
+        println!(
+            "pretrained {} steps in {:.0}s ({:.1} sequences/s), mlm loss by epoch {:?}",
+            summary.steps,
+            summary.seconds,
+            summary.sequences_per_second,
+            summary
+                .epoch_losses
+                .iter()
+                .map(|l| (l * 1e4).round() / 1e4)
+                .collect::<Vec<_>>()
+        );
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        save_safetensors(&mlm, &dir.join("model.safetensors"))?;
+        model_config.save(dir.join("config.json"), "BertForMaskedLM")?;
+        tokenizer.save(&dir)?;
+        mlm
+    };
+    model.bert.embeddings = mlm.bert.embeddings;
+    model.bert.encoder = mlm.bert.encoder;
+    // burn draws a fresh parameter's values when it is first read. Read the new
+    // pooler and classifier now, from a known seed, so that a run resumed after
+    // pretraining fine-tunes from the same head as a run that never stopped.
+    AB::seed(device, pretrain.seed.wrapping_add(1));
+    if let Some(pooler) = &model.bert.pooler {
+        pooler.dense.weight.val();
+    }
+    model.classifier.weight.val();
     Ok(())
 }
 

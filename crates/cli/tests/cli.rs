@@ -519,3 +519,87 @@ fn train_eval_predict_on_your_own_csv_and_toml_config() {
         "{stderr}"
     );
 }
+
+/// A preset run with masked-LM pretraining keeps the pretrained model as an HF
+/// folder; a run killed after pretraining resumes from that folder and ends
+/// with the same weights, bit for bit, as the run that was never stopped.
+#[test]
+fn preset_pretrains_then_fine_tunes_and_resumes_after_pretraining() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, data) = tiny_model_and_data(tmp.path());
+    let data = data.to_str().unwrap();
+    let run = |out: &Path, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--model",
+            "tiny-zh",
+            "--train",
+            data,
+            "--output",
+            out.to_str().unwrap(),
+            "--pretrain-epochs",
+            "2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--max-length",
+            "24",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        let run = zhbert(&args);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        String::from_utf8_lossy(&run.stdout).into_owned()
+    };
+    let straight = tmp.path().join("straight");
+    let stdout = run(&straight, false);
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("eval.json")).unwrap())
+            .unwrap();
+    // Two epochs of batches of 64 over the training split's texts.
+    let steps = 2 * eval["train_examples"].as_u64().unwrap().div_ceil(64);
+    let pretrained_line = format!("pretrained {steps} steps");
+    assert!(stdout.contains(&pretrained_line), "{stdout}");
+    let pretrained = straight.join("pretrained");
+    let (_, config, report) =
+        zhbert_model::load_masked_lm::<Flex>(&pretrained, &Default::default()).unwrap();
+    assert!(report.missing.is_empty(), "{report}");
+    assert_eq!(config.max_position_embeddings, 128);
+    assert!(std::fs::read_to_string(pretrained.join("config.json"))
+        .unwrap()
+        .contains("BertForMaskedLM"));
+
+    // Killed after pretraining: only the pretrained folder was written.
+    let resumed = tmp.path().join("resumed");
+    std::fs::create_dir_all(resumed.join("pretrained")).unwrap();
+    for f in std::fs::read_dir(&pretrained).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), resumed.join("pretrained").join(f.file_name())).unwrap();
+    }
+    let stdout = run(&resumed, true);
+    assert!(
+        !stdout.contains(&pretrained_line),
+        "pretrained again: {stdout}"
+    );
+    let bytes = std::fs::read(straight.join("model.safetensors")).unwrap();
+    let names = safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    assert!(names.len() > 60);
+    for name in names {
+        assert_eq!(
+            f32s(&resumed.join("model.safetensors"), &name),
+            f32s(&straight.join("model.safetensors"), &name),
+            "{name}"
+        );
+    }
+}

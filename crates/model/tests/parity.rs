@@ -7,7 +7,7 @@ mod common;
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 use common::*;
 use zhbert_model::*;
 
@@ -237,10 +237,26 @@ fn masked_lm_matches_pytorch_from_both_formats() {
     let logits = model.forward(input(&e, &device));
     assert_close(
         "load_masked_lm",
-        &to_vec(logits),
+        &to_vec(logits.clone()),
         &e.f32("mlm_logits"),
         1e-4,
     );
+    // Logits at the labelled positions only (pretraining's path) are PyTorch's rows.
+    let vocab = logits.dims()[2];
+    let labels = to_vec(e.int_tensor::<B, 2>("mlm_labels", &device).float());
+    let positions: Vec<i64> = (0..labels.len() as i64)
+        .filter(|&i| labels[i as usize] != -100.0)
+        .collect();
+    assert!(!positions.is_empty());
+    let expected: Vec<f32> = positions
+        .iter()
+        .flat_map(|&p| e.f32("mlm_logits")[p as usize * vocab..(p as usize + 1) * vocab].to_vec())
+        .collect();
+    let at = model.forward_at(
+        input(&e, &device),
+        Tensor::<B, 1, Int>::from_data(positions.as_slice(), &device),
+    );
+    assert_close("forward_at", &to_vec(at), &expected, 1e-4);
 }
 
 #[test]

@@ -33,12 +33,15 @@ pub mod metrics;
 pub mod optim;
 pub mod plots;
 pub mod presets;
+pub mod pretrain;
 pub mod trainer;
 
 pub use inference::{classify, logits_of, InferenceOptions, Prediction};
 pub use metrics::{ClassMetrics, EvalMetrics};
 pub use optim::{AdamW, AdamWConfig, GradAccumulator};
 pub use presets::{preset, presets, Preset};
+pub use pretrain::{pretrain_mlm, PretrainConfig, PretrainSummary};
 pub use trainer::{
-    evaluate, train, ClassWeights, TrainConfig, TrainData, TrainSummary, TrainerState, Warmup,
+    check_fresh_output, evaluate, list_checkpoints, train, ClassWeights, TrainConfig, TrainData,
+    TrainSummary, TrainerState, Warmup,
 };

@@ -3,6 +3,7 @@
 
 use zhbert_model::{BertConfig, HiddenAct};
 
+use crate::pretrain::PretrainConfig;
 use crate::trainer::{TrainConfig, Warmup};
 
 /// A from-scratch model: its shape, vocabulary rule and the training settings
@@ -23,6 +24,9 @@ pub struct Preset {
     pub vocab_min_count: usize,
     /// At most this many vocabulary entries (besides the special tokens).
     pub vocab_max_size: usize,
+    /// Masked-LM pretraining on the training texts before fine-tuning
+    /// (`epochs` 0: none).
+    pub pretrain: PretrainConfig,
     /// Training settings the preset was tuned with.
     pub train: TrainConfig,
 }
@@ -52,6 +56,7 @@ pub fn presets() -> Vec<Preset> {
             group_by_length: false,
             ..TrainConfig::default()
         },
+        pretrain: PretrainConfig::default(),
     }]
 }
 

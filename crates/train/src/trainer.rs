@@ -51,7 +51,7 @@ impl Warmup {
         }
     }
 
-    fn steps(self, total: usize) -> usize {
+    pub(crate) fn steps(self, total: usize) -> usize {
         match self {
             Self::Steps(n) => n,
             Self::Ratio(r) => (r * total as f64).ceil() as usize,
@@ -253,13 +253,29 @@ pub fn evaluate<B: Backend>(
     ))
 }
 
+/// A progress bar over optimizer steps when stderr is a terminal; `None` means
+/// plain log lines instead.
+pub(crate) fn progress_bar(total_steps: usize, position: usize) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(total_steps as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_position(position as u64);
+        bar
+    })
+}
+
 /// Appends JSON lines to `metrics.jsonl`, flushed line by line.
-struct MetricsLog {
+pub(crate) struct MetricsLog {
     file: std::fs::File,
 }
 
 impl MetricsLog {
-    fn open(path: &Path, keep_up_to_step: usize) -> Result<Self> {
+    pub(crate) fn open(path: &Path, keep_up_to_step: usize) -> Result<Self> {
         // On resume, lines past the checkpoint are replayed: drop them first.
         if path.is_file() {
             let kept: String = std::fs::read_to_string(path)?
@@ -282,7 +298,7 @@ impl MetricsLog {
         Ok(Self { file })
     }
 
-    fn write(&mut self, value: serde_json::Value) -> Result<()> {
+    pub(crate) fn write(&mut self, value: serde_json::Value) -> Result<()> {
         writeln!(self.file, "{value}")?;
         self.file.flush()?;
         Ok(())
@@ -311,6 +327,15 @@ pub fn list_checkpoints(out: &Path) -> Vec<(usize, PathBuf)> {
         .collect();
     v.sort();
     v
+}
+
+/// Fails when `out` holds checkpoints of an earlier run, which a run without
+/// `--resume` would mix with its own.
+pub fn check_fresh_output(out: &Path) -> Result<()> {
+    if !list_checkpoints(out).is_empty() {
+        bail!("{} already holds checkpoints: pass --resume to continue that run, or choose another --output", out.display());
+    }
+    Ok(())
 }
 
 /// Writes a checkpoint into a temporary folder and renames it into place, so
@@ -511,8 +536,8 @@ pub fn train<AB: AutodiffBackend>(
                 out.display()
             ),
         }
-    } else if !list_checkpoints(out).is_empty() {
-        bail!("{} already holds checkpoints: pass --resume to continue that run, or choose another --output", out.display());
+    } else {
+        check_fresh_output(out)?;
     }
     let mut log = MetricsLog::open(&out.join("metrics.jsonl"), state.global_step)?;
     tracing::info!(
@@ -526,18 +551,7 @@ pub fn train<AB: AutodiffBackend>(
         config.grad_accum
     );
 
-    let terminal = std::io::stderr().is_terminal();
-    let bar = terminal.then(|| {
-        let bar = indicatif::ProgressBar::new(total_steps as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
-            )
-            .expect("valid template"),
-        );
-        bar.set_position(state.global_step as u64);
-        bar
-    });
+    let bar = progress_bar(total_steps, state.global_step);
 
     let started = Instant::now();
     let mut window = (Instant::now(), 0usize, 0.0f64, 0usize); // since last log: time, sequences, loss sum, steps

@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""From-scratch training recipes for the sentiment corpus, in PyTorch (CPU).
+
+Goal: a recipe for a randomly initialised BERT that beats the TF-IDF baseline
+(`tfidf_baseline.py`, test accuracy 0.8502) on `datasets/sentiment`, within
+minutes on a 2-core CPU. No pretrained weights and no data beyond the split:
+the vocabulary and the optional masked-LM pretraining use the training texts
+only (never dev/test, never labels during pretraining).
+
+Common to every recipe
+  * Character vocabulary from the training texts, lowercased: every char seen
+    >= 2 times, the 8000 most frequent at most, after [PAD]=0, [UNK]=1,
+    [CLS]=2, [SEP]=3, [MASK]=4. Input: [CLS] chars... [SEP], truncated to the
+    max length (the tokenizer is `list(text.lower())` through the vocab).
+  * HF `BertConfig`: hidden 256, 4 layers, 4 heads, intermediate 1024, gelu,
+    dropout 0.1, max_position_embeddings = max length; random init (HF's).
+  * Fine-tuning: `BertForSequenceClassification`, AdamW (`hf_adamw`: wd 0.01,
+    none on biases/LayerNorm), linear warmup 10% then linear decay, grad-norm
+    clip 1.0, batch 32, 3 epochs, dev accuracy after every epoch; the epoch
+    with the best dev accuracy is the one whose test accuracy is reported.
+
+Recipes (`--recipe`)
+  R0   max length 64, random batches, lr 3e-4.
+  R1   max length 128, length-grouped batches (HF-style "mega-batches": the
+       shuffled data is cut into chunks of 50 batches, each chunk sorted by
+       length and cut into batches, batch order shuffled; a whole-corpus sort
+       is NOT used, because train.tsv is ordered by label and a global sort
+       gave single-label batches), lr 3e-4.
+  R2   self-pretraining: masked-LM pretraining of the same BERT
+       (`BertForMaskedLM`, tied embeddings) on the training texts, max length
+       128, 15% of non-special tokens chosen (80% [MASK] / 10% random / 10%
+       kept), batch 64, length-grouped batches, AdamW lr 5e-4 warmup 6% then
+       linear decay, 6 epochs; the MLM head is evaluated only at the chosen
+       positions (same loss, less compute). Then the encoder (embeddings +
+       layers; new pooler and classifier) is fine-tuned as R1 with lr 1e-4.
+  R3   R2 with fine-tuning lr 2e-4 (see figures below).
+  Any setting can be overridden from the command line (`--pretrain-epochs`,
+  `--ft-lr`, ...); `--save-encoder`/`--load-encoder` keep and reuse a
+  pretrained encoder so fine-tuning variants need not pretrain again.
+
+Measured (2-core Xeon, torch 2.15, 2 threads, seed 42, one run each; the
+machine was compiling Rust at times, so wall times are approximate):
+  FIGURES_PLACEHOLDER
+
+Output: one JSON line per evaluation (and per pretraining epoch), then a final
+JSON line with the recipe, settings, best epoch, its dev and test accuracy and
+wall seconds (pretraining and fine-tuning separately).
+
+    python3 benchmarks/scratch_recipes.py --recipe R2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification,
+                          get_linear_schedule_with_warmup)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sentiment_split import REPO, hf_adamw, read_split  # noqa: E402
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PAD, UNK, CLS, SEP, MASK = range(len(SPECIALS))
+
+RECIPES: dict[str, dict] = {
+    "R0": dict(max_length=64, group=False, ft_lr=3e-4, pretrain_epochs=0),
+    "R1": dict(max_length=128, group=True, ft_lr=3e-4, pretrain_epochs=0),
+    "R2": dict(max_length=128, group=True, ft_lr=1e-4, pretrain_epochs=6),
+    "R3": dict(max_length=128, group=True, ft_lr=2e-4, pretrain_epochs=6),
+}
+
+
+def emit(**record) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def build_vocab(texts: list[str], min_count: int = 2, max_chars: int = 8000) -> dict[str, int]:
+    counts = Counter(c for t in texts for c in t.lower())
+    chars = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
+    return {tok: i for i, tok in enumerate(SPECIALS + chars[:max_chars])}
+
+
+def encode(texts: list[str], vocab: dict[str, int], max_length: int) -> list[list[int]]:
+    return [[CLS] + [vocab.get(c, UNK) for c in t.lower()[: max_length - 2]] + [SEP] for t in texts]
+
+
+def pad(ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    n = max(len(x) for x in ids)
+    input_ids = torch.tensor([x + [PAD] * (n - len(x)) for x in ids])
+    return input_ids, (input_ids != PAD).long()
+
+
+def batches(lengths: list[int], batch_size: int, group: bool, rng: random.Random) -> list[list[int]]:
+    """One epoch of index batches: random, or length-grouped within random
+    chunks of 50 batches (batch order shuffled afterwards)."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if not group:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    chunk = 50 * batch_size
+    out = []
+    for c in range(0, len(order), chunk):
+        part = sorted(order[c : c + chunk], key=lambda i: lengths[i])
+        out += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+def mask_tokens(input_ids: torch.Tensor, vocab_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: 15% of non-special tokens chosen; of those 80% -> [MASK],
+    10% -> a random non-special token, 10% kept. Returns (inputs, chosen mask)."""
+    special = input_ids < len(SPECIALS)
+    chosen = (torch.rand(input_ids.shape, generator=gen) < 0.15) & ~special
+    r = torch.rand(input_ids.shape, generator=gen)
+    inputs = input_ids.clone()
+    inputs[chosen & (r < 0.8)] = MASK
+    rand_pos = chosen & (r >= 0.8) & (r < 0.9)
+    inputs[rand_pos] = torch.randint(len(SPECIALS), vocab_size, (int(rand_pos.sum()),), generator=gen)
+    return inputs, chosen
+
+
+def pretrain(config: BertConfig, ids: list[list[int]], args, rng: random.Random) -> BertForMaskedLM:
+    model = BertForMaskedLM(config)  # tie_word_embeddings defaults to True
+    gen = torch.Generator().manual_seed(args.seed)
+    lengths = [len(x) for x in ids]
+    steps_per_epoch = math.ceil(len(ids) / args.pretrain_batch_size)
+    total = args.pretrain_epochs * steps_per_epoch
+    opt = hf_adamw(model, args.pretrain_lr, 0.01)
+    sched = get_linear_schedule_with_warmup(opt, math.ceil(0.06 * total), total)
+    model.train()
+    start = time.perf_counter()
+    for epoch in range(1, args.pretrain_epochs + 1):
+        loss_sum, n_tok = 0.0, 0
+        for idx in batches(lengths, args.pretrain_batch_size, True, rng):
+            input_ids, attention = pad([ids[j] for j in idx])
+            inputs, chosen = mask_tokens(input_ids, config.vocab_size, gen)
+            hidden = model.bert(input_ids=inputs, attention_mask=attention).last_hidden_state
+            logits = model.cls(hidden[chosen])  # head only where a token was chosen
+            loss = torch.nn.functional.cross_entropy(logits, input_ids[chosen])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            k = int(chosen.sum())
+            loss_sum += loss.item() * k
+            n_tok += k
+        emit(phase="pretrain", epoch=epoch, mlm_loss=round(loss_sum / n_tok, 4),
+             seconds=round(time.perf_counter() - start, 1))
+    return model
+
+
+def accuracy(model, ids: list[list[int]], labels: list[int]) -> float:
+    model.eval()
+    correct = 0
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    with torch.inference_mode():
+        for i in range(0, len(order), 64):
+            idx = order[i : i + 64]
+            input_ids, attention = pad([ids[j] for j in idx])
+            pred = model(input_ids=input_ids, attention_mask=attention).logits.argmax(-1).tolist()
+            correct += sum(int(p == labels[j]) for p, j in zip(pred, idx))
+    model.train()
+    return correct / len(ids)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", choices=sorted(RECIPES), required=True)
+    p.add_argument("--data", type=Path, default=REPO / "datasets" / "sentiment")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--group", type=int, choices=[0, 1], help="length-grouped fine-tuning batches (1) or random (0)")
+    p.add_argument("--ft-lr", type=float)
+    p.add_argument("--ft-epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pretrain-epochs", type=int)
+    p.add_argument("--pretrain-lr", type=float, default=5e-4)
+    p.add_argument("--pretrain-batch-size", type=int, default=64)
+    p.add_argument("--save-encoder", type=Path, help="save the pretrained model's state dict here")
+    p.add_argument("--load-encoder", type=Path, help="skip pretraining; start from this saved state dict")
+    args = p.parse_args()
+    for k, v in RECIPES[args.recipe].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.group = bool(args.group)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    train_texts, train_labels = read_split(args.data / "train.tsv")
+    dev_texts, dev_labels = read_split(args.data / "dev.tsv")
+    test_texts, test_labels = read_split(args.data / "test.tsv")
+    vocab = build_vocab(train_texts)
+    train_ids, dev_ids, test_ids = (encode(t, vocab, args.max_length) for t in (train_texts, dev_texts, test_texts))
+    config = BertConfig(vocab_size=len(vocab), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                        intermediate_size=1024, hidden_act="gelu", hidden_dropout_prob=0.1,
+                        attention_probs_dropout_prob=0.1, max_position_embeddings=args.max_length,
+                        pad_token_id=PAD, num_labels=2)
+    settings = {k: v for k, v in vars(args).items() if not isinstance(v, Path)}
+    emit(phase="setup", vocab_size=len(vocab), **settings)
+
+    pretrain_seconds = 0.0
+    encoder_state = None
+    if args.load_encoder:
+        encoder_state = torch.load(args.load_encoder)
+    elif args.pretrain_epochs > 0:
+        start = time.perf_counter()
+        mlm = pretrain(config, train_ids, args, rng)
+        pretrain_seconds = time.perf_counter() - start
+        encoder_state = mlm.state_dict()
+        if args.save_encoder:
+            torch.save(encoder_state, args.save_encoder)
+
+    torch.manual_seed(args.seed + 1)  # fresh pooler/classifier init independent of pretraining's draws
+    model = BertForSequenceClassification(config)
+    if encoder_state is not None:
+        bert_only = {k[len("bert."):]: v for k, v in encoder_state.items() if k.startswith("bert.")}
+        missing, unexpected = model.bert.load_state_dict(bert_only, strict=False)
+        assert not unexpected and all(k.startswith("pooler.") for k in missing), (missing, unexpected)
+
+    opt = hf_adamw(model, args.ft_lr, 0.01)
+    steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
+    total = args.ft_epochs * steps_per_epoch
+    sched = get_linear_schedule_with_warmup(opt, math.ceil(0.1 * total), total)
+    lengths = [len(x) for x in train_ids]
+    best = {"dev_accuracy": -1.0}
+    model.train()
+    start = time.perf_counter()
+    for epoch in range(1, args.ft_epochs + 1):
+        loss_sum = 0.0
+        epoch_batches = batches(lengths, args.batch_size, args.group, rng)
+        for idx in epoch_batches:
+            input_ids, attention = pad([train_ids[j] for j in idx])
+            loss = model(input_ids=input_ids, attention_mask=attention,
+                         labels=torch.tensor([train_labels[j] for j in idx])).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            loss_sum += loss.item()
+        train_seconds = time.perf_counter() - start
+        dev = accuracy(model, dev_ids, dev_labels)
+        test = accuracy(model, test_ids, test_labels)  # reported only for the best-dev epoch
+        rec = dict(phase="finetune", epoch=epoch, train_loss=round(loss_sum / len(epoch_batches), 4),
+                   dev_accuracy=round(dev, 4), test_accuracy=round(test, 4), seconds=round(train_seconds, 1))
+        emit(**rec)
+        if dev > best["dev_accuracy"]:
+            best = rec
+    emit(phase="final", recipe=args.recipe, best_epoch=best["epoch"], dev_accuracy=best["dev_accuracy"],
+         test_accuracy=best["test_accuracy"], pretrain_seconds=round(pretrain_seconds, 1),
+         finetune_seconds=round(time.perf_counter() - start, 1), settings=settings)
+
+
+if __name__ == "__main__":
+    main()
