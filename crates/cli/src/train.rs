@@ -1,6 +1,7 @@
 //! `zhbert train` and `zhbert eval`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use burn::backend::Autodiff;
@@ -8,7 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::Deserialize;
 use zhbert_data::{
     encode_dataset, read_dataset, stratified_split, BadRows, Columns, Dataset, EncodedDataset,
-    ReadOptions,
+    ReadOptions, StreamingDataset,
 };
 use zhbert_model::{
     load_classifier, load_masked_lm, save_safetensors, BertConfig, BertForSequenceClassification,
@@ -17,7 +18,7 @@ use zhbert_model::{
 use zhbert_tokenizer::{build_char_vocab, BertTokenizer, TokenizerConfig};
 use zhbert_train::{
     check_fresh_output, evaluate, list_checkpoints, preset, presets, pretrain_mlm, train,
-    ClassWeights, PretrainConfig, TrainConfig, TrainData, Warmup,
+    ClassWeights, PretrainConfig, TrainConfig, TrainData, TrainSet, Warmup,
 };
 
 use crate::{with_backend, BackendArgs};
@@ -113,6 +114,13 @@ pub struct TrainArgs {
     /// Log every N steps when not on a terminal.
     #[arg(long)]
     log_every: Option<usize>,
+    /// Read the training file again every epoch instead of holding it in memory
+    /// (for files larger than memory; needs --dev).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    streaming: Option<bool>,
+    /// With --streaming: examples held for shuffling (default 10000).
+    #[arg(long)]
+    shuffle_buffer: Option<usize>,
     /// Masked-LM pretraining epochs on the training texts before fine-tuning a
     /// preset (0: none; default: the preset's).
     #[arg(long)]
@@ -172,7 +180,9 @@ impl TrainArgs {
                 label_smoothing,
                 log_every,
                 group_by_length,
-                pretrain_epochs
+                pretrain_epochs,
+                streaming,
+                shuffle_buffer
             );
         }
         Ok(self)
@@ -295,7 +305,27 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
     let config = args.train_config(preset.as_ref().map(|p| p.train.clone()).unwrap_or_default())?;
     AB::seed(device, config.seed);
 
-    let all = read(train_path, &args.read_options(None))?;
+    // Streaming: the training file is scanned now and read again every epoch;
+    // `all` then carries only its labels.
+    let mut streamed = None;
+    let all = if args.streaming.unwrap_or(false) {
+        if preset.is_some() {
+            bail!("--streaming: a preset builds its vocabulary and pretrains from the training texts in memory; stream with a pretrained --model");
+        }
+        if args.dev.is_none() {
+            bail!("--streaming needs --dev: splitting a file needs all of it in memory");
+        }
+        let (data, report) = StreamingDataset::scan(train_path, &args.read_options(None))?;
+        tracing::info!("{report} (streamed: read again every epoch)");
+        let labels = data.labels.clone();
+        streamed = Some(Arc::new(data));
+        Dataset {
+            examples: vec![],
+            labels,
+        }
+    } else {
+        read(train_path, &args.read_options(None))?
+    };
     let labels = all.labels.clone();
     let known = args.read_options(Some(labels.clone()));
     let (train_set, dev_set, test_set) = match (&args.dev, &args.test) {
@@ -396,7 +426,14 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
         }
     };
     let data = TrainData {
-        train: encode("train", &train_set, &tokenizer, config.max_length)?,
+        train: match streamed {
+            Some(data) => TrainSet::Streaming {
+                data,
+                shuffle_buffer: args.shuffle_buffer.unwrap_or(10_000),
+                max_length: config.max_length,
+            },
+            None => encode("train", &train_set, &tokenizer, config.max_length)?.into(),
+        },
         dev: dev_set
             .as_ref()
             .map(|d| encode("dev", d, &tokenizer, config.max_length))

@@ -297,9 +297,32 @@ fn train_args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
 
 #[test]
 fn sigkill_at_any_moment_loses_nothing_but_the_last_steps() {
+    killed_and_resumed_runs_end_where_the_straight_run_does(&[]);
+}
+
+/// The same with the training file streamed: resuming replays the epoch's
+/// shuffle buffer up to the checkpoint's batch.
+#[test]
+fn sigkill_while_streaming_loses_nothing_but_the_last_steps() {
+    killed_and_resumed_runs_end_where_the_straight_run_does(&[
+        "--streaming",
+        "--shuffle-buffer",
+        "50",
+    ]);
+}
+
+fn killed_and_resumed_runs_end_where_the_straight_run_does(extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let (model, data) = tiny_model_and_data(tmp.path());
     let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let train_args = |m, d, out| {
+        let mut args = train_args(m, d, out);
+        if !extra.is_empty() {
+            args.extend(["--dev", d]);
+            args.extend(extra);
+        }
+        args
+    };
     let straight = tmp.path().join("straight");
     let started = std::time::Instant::now();
     let run = zhbert(&train_args(m, d, straight.to_str().unwrap()));

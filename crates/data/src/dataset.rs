@@ -86,6 +86,19 @@ pub enum BadRows {
     Skip,
 }
 
+impl BadRows {
+    /// Fails with `e`, or counts it in the report and goes on.
+    pub(crate) fn handle(self, e: DataError, report: &mut HygieneReport) -> Result<(), DataError> {
+        match self {
+            Self::Fail => Err(e),
+            Self::Skip => {
+                report.bad_rows.push(e.to_string());
+                Ok(())
+            }
+        }
+    }
+}
+
 /// How a file is read.
 #[derive(Debug, Clone, Default)]
 pub struct ReadOptions {
@@ -162,11 +175,128 @@ impl Dataset {
 }
 
 /// A raw record before label resolution.
-struct Row {
-    line: u64,
-    text: String,
-    text_pair: Option<String>,
-    label: String,
+pub(crate) struct Row {
+    pub(crate) line: u64,
+    pub(crate) text: String,
+    pub(crate) text_pair: Option<String>,
+    pub(crate) label: String,
+}
+
+/// Turns raw rows into examples: label names (or `class.txt` ids) to label ids,
+/// empty texts dropped.
+pub(crate) struct Labeler<'a> {
+    path: &'a Path,
+    /// The label names, in id order.
+    pub(crate) labels: Vec<String>,
+    index: HashMap<String, usize>,
+    /// Labels are ids into `class.txt` (its length).
+    class_ids: Option<usize>,
+}
+
+impl<'a> Labeler<'a> {
+    pub(crate) fn new(
+        path: &'a Path,
+        labels: Vec<String>,
+        class_txt: Option<&Vec<String>>,
+        known_labels: bool,
+    ) -> Self {
+        Self {
+            path,
+            index: labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), i))
+                .collect(),
+            labels,
+            class_ids: class_txt.filter(|_| !known_labels).map(|c| c.len()),
+        }
+    }
+
+    /// The example of a row; `None` for an empty text (counted in the report),
+    /// an error naming file and line for a label it does not know.
+    pub(crate) fn example(
+        &self,
+        row: Row,
+        report: &mut HygieneReport,
+    ) -> Result<Option<Example>, DataError> {
+        let id = match self.class_ids {
+            Some(n) => row.label.parse::<usize>().ok().filter(|&i| i < n),
+            None => self.index.get(row.label.as_str()).copied(),
+        };
+        let Some(label) = id else {
+            let message = match self.class_ids {
+                Some(n) => format!("label {:?} is not an id of class.txt (0..{n})", row.label),
+                None => format!(
+                    "unknown label {:?} (known: {})",
+                    row.label,
+                    self.labels.join(", ")
+                ),
+            };
+            return Err(bad(self.path, row.line, message));
+        };
+        if row.text.trim().is_empty() {
+            report.empty_dropped += 1;
+            return Ok(None);
+        }
+        Ok(Some(Example {
+            text: row.text,
+            text_pair: row.text_pair,
+            label,
+        }))
+    }
+}
+
+/// Reads the raw rows of a labelled file in order, handing each to `sink`;
+/// malformed rows fail or are counted, as `options.bad_rows` says. Returns the
+/// labels of `class.txt` when the layout has one.
+pub(crate) fn read_rows(
+    path: &Path,
+    options: &ReadOptions,
+    report: &mut HygieneReport,
+    sink: &mut Sink<'_>,
+) -> Result<Option<Vec<String>>, DataError> {
+    let format = match options.format {
+        Some(f) => f,
+        None => DataFormat::from_path(path)?,
+    };
+    let mut on_bad = |e, report: &mut HygieneReport| options.bad_rows.handle(e, report);
+    Ok(match format {
+        DataFormat::Csv | DataFormat::Tsv => {
+            read_delimited(path, format, options, sink, report, &mut on_bad)?;
+            None
+        }
+        DataFormat::Jsonl => {
+            read_jsonl(path, options, sink, report, &mut on_bad)?;
+            None
+        }
+        DataFormat::TextTab => {
+            let class_txt = read_class_txt(path)?;
+            read_text_tab(path, sink, report, &mut on_bad)?;
+            class_txt
+        }
+    })
+}
+
+/// The label names of a file: `class.txt`'s, the known set, or those seen,
+/// integers in numeric order and names in code point order (stable across runs).
+pub(crate) fn label_names(
+    seen: HashSet<String>,
+    class_txt: Option<&Vec<String>>,
+    known: Option<&Vec<String>>,
+) -> Vec<String> {
+    if let Some(known) = known {
+        return known.clone();
+    }
+    if let Some(classes) = class_txt {
+        return classes.clone();
+    }
+    let mut seen: Vec<String> = seen.into_iter().collect();
+    if seen.iter().all(|l| l.parse::<i64>().is_ok()) {
+        seen.sort_by_key(|l| l.parse::<i64>().unwrap());
+    } else {
+        seen.sort();
+    }
+    seen
 }
 
 /// Reads a labelled file, cleans it and reports what it did.
@@ -174,99 +304,35 @@ pub fn read_dataset(
     path: &Path,
     options: &ReadOptions,
 ) -> Result<(Dataset, HygieneReport), DataError> {
-    let format = match options.format {
-        Some(f) => f,
-        None => DataFormat::from_path(path)?,
-    };
     let mut report = HygieneReport {
         file: path.into(),
         ..Default::default()
     };
     let mut rows = Vec::new();
-    let mut on_bad = |e: DataError, report: &mut HygieneReport| -> Result<(), DataError> {
-        match options.bad_rows {
-            BadRows::Fail => Err(e),
-            BadRows::Skip => {
-                report.bad_rows.push(e.to_string());
-                Ok(())
-            }
-        }
-    };
-    let mut class_txt: Option<Vec<String>> = None;
-    match format {
-        DataFormat::Csv | DataFormat::Tsv => {
-            read_delimited(path, format, options, &mut rows, &mut report, &mut on_bad)?
-        }
-        DataFormat::Jsonl => read_jsonl(path, options, &mut rows, &mut report, &mut on_bad)?,
-        DataFormat::TextTab => {
-            class_txt = read_class_txt(path)?;
-            read_text_tab(path, &mut rows, &mut report, &mut on_bad)?
-        }
-    }
-
-    // Labels: ids into class.txt, a known set, or collected from the file.
-    let labels: Vec<String> = if let Some(known) = &options.known_labels {
-        known.clone()
-    } else if let Some(classes) = &class_txt {
-        classes.clone()
-    } else {
-        let mut seen: Vec<String> = rows
-            .iter()
-            .map(|r| r.label.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        // Integer labels in numeric order, names in code point order: stable across runs.
-        if seen.iter().all(|l| l.parse::<i64>().is_ok()) {
-            seen.sort_by_key(|l| l.parse::<i64>().unwrap());
-        } else {
-            seen.sort();
-        }
-        seen
-    };
-    let index: HashMap<&str, usize> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i))
-        .collect();
+    let class_txt = read_rows(path, options, &mut report, &mut |row| {
+        rows.push(row);
+        Ok(())
+    })?;
+    let labels = label_names(
+        rows.iter().map(|r| r.label.clone()).collect(),
+        class_txt.as_ref(),
+        options.known_labels.as_ref(),
+    );
+    let labeler = Labeler::new(
+        path,
+        labels,
+        class_txt.as_ref(),
+        options.known_labels.is_some(),
+    );
     let mut examples = Vec::with_capacity(rows.len());
-    let mut lines = Vec::with_capacity(rows.len());
     for row in rows {
-        let id = match &class_txt {
-            Some(classes) if options.known_labels.is_none() => row
-                .label
-                .parse::<usize>()
-                .ok()
-                .filter(|&i| i < classes.len()),
-            _ => index.get(row.label.as_str()).copied(),
-        };
-        let Some(label) = id else {
-            let message = match &class_txt {
-                Some(c) if options.known_labels.is_none() => format!(
-                    "label {:?} is not an id of class.txt (0..{})",
-                    row.label,
-                    c.len()
-                ),
-                _ => format!(
-                    "unknown label {:?} (known: {})",
-                    row.label,
-                    labels.join(", ")
-                ),
-            };
-            on_bad(bad(path, row.line, message), &mut report)?;
-            continue;
-        };
-        if row.text.trim().is_empty() {
-            report.empty_dropped += 1;
-            continue;
+        match labeler.example(row, &mut report) {
+            Ok(Some(e)) => examples.push(e),
+            Ok(None) => {}
+            Err(e) => options.bad_rows.handle(e, &mut report)?,
         }
-        lines.push(row.line);
-        examples.push(Example {
-            text: row.text,
-            text_pair: row.text_pair,
-            label,
-        });
     }
+    let labels = labeler.labels;
     let examples = clean(examples, &mut report);
     let dataset = Dataset { examples, labels };
     for (name, n) in dataset.labels.iter().zip(dataset.class_counts()) {
@@ -306,12 +372,13 @@ pub fn clean(mut examples: Vec<Example>, report: &mut HygieneReport) -> Vec<Exam
 }
 
 type OnBad<'a> = dyn FnMut(DataError, &mut HygieneReport) -> Result<(), DataError> + 'a;
+type Sink<'a> = dyn FnMut(Row) -> Result<(), DataError> + 'a;
 
 fn read_delimited(
     path: &Path,
     format: DataFormat,
     options: &ReadOptions,
-    rows: &mut Vec<Row>,
+    sink: &mut Sink<'_>,
     report: &mut HygieneReport,
     on_bad: &mut OnBad<'_>,
 ) -> Result<(), DataError> {
@@ -371,7 +438,7 @@ fn read_delimited(
             })
         })();
         match parsed {
-            Ok(row) => rows.push(row),
+            Ok(row) => sink(row)?,
             Err(e) => on_bad(e, report)?,
         }
     }
@@ -381,7 +448,7 @@ fn read_delimited(
 fn read_jsonl(
     path: &Path,
     options: &ReadOptions,
-    rows: &mut Vec<Row>,
+    sink: &mut Sink<'_>,
     report: &mut HygieneReport,
     on_bad: &mut OnBad<'_>,
 ) -> Result<(), DataError> {
@@ -412,7 +479,7 @@ fn read_jsonl(
             }))
         });
         match parsed {
-            Ok(Some(row)) => rows.push(row),
+            Ok(Some(row)) => sink(row)?,
             Ok(None) => {}
             Err(e) => on_bad(e, report)?,
         }
@@ -422,7 +489,7 @@ fn read_jsonl(
 
 fn read_text_tab(
     path: &Path,
-    rows: &mut Vec<Row>,
+    sink: &mut Sink<'_>,
     report: &mut HygieneReport,
     on_bad: &mut OnBad<'_>,
 ) -> Result<(), DataError> {
@@ -444,7 +511,7 @@ fn read_text_tab(
             }))
         });
         match parsed {
-            Ok(Some(row)) => rows.push(row),
+            Ok(Some(row)) => sink(row)?,
             Ok(None) => {}
             Err(e) => on_bad(e, report)?,
         }

@@ -27,6 +27,7 @@ pub mod input;
 pub mod mlm;
 pub mod sentiment;
 pub mod split;
+pub mod stream;
 
 pub use dataset::{
     clean, read_dataset, BadRows, Columns, DataFormat, Dataset, Example, HygieneReport, ReadOptions,
@@ -35,3 +36,4 @@ pub use encode::{encode_dataset, EncodedDataset};
 pub use input::{read_texts, DataError, TextFormat};
 pub use mlm::{mask_batch, MaskedBatch, MaskingOptions};
 pub use split::{epoch_batches, rng, stratified_split};
+pub use stream::{stream_batches, StreamOptions, StreamedBatch, StreamingDataset};

@@ -43,5 +43,5 @@ pub use presets::{preset, presets, Preset};
 pub use pretrain::{pretrain_mlm, PretrainConfig, PretrainSummary};
 pub use trainer::{
     check_fresh_output, evaluate, list_checkpoints, train, ClassWeights, TrainConfig, TrainData,
-    TrainSummary, TrainerState, Warmup,
+    TrainSet, TrainSummary, TrainerState, Warmup,
 };

@@ -16,12 +16,17 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor};
 use serde::{Deserialize, Serialize};
-use zhbert_data::{epoch_batches, EncodedDataset};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use zhbert_data::{
+    epoch_batches, stream_batches, EncodedDataset, StreamOptions, StreamedBatch, StreamingDataset,
+};
 use zhbert_model::{
     classification_loss, save_classifier, BertConfig, BertForSequenceClassification,
     CrossEntropyOptions, Labels,
 };
-use zhbert_tokenizer::BertTokenizer;
+use zhbert_tokenizer::{Batch, BertTokenizer};
 
 use crate::inference::{argmax, input_of, logits_of};
 use crate::metrics::{higher_is_better, EvalMetrics};
@@ -210,10 +215,121 @@ pub struct TrainSummary {
     pub train_seconds: f64,
 }
 
-/// The data of a run, already tokenized.
+/// The training examples of a run: in memory, or read from disk every epoch.
+pub enum TrainSet {
+    /// Tokenized up front and held in memory; batches may be length-grouped.
+    Encoded(EncodedDataset),
+    /// Read again from its file on every epoch, shuffled through a bounded
+    /// buffer and tokenized in a background thread ahead of the loop: for
+    /// files larger than memory.
+    Streaming {
+        /// The scanned file.
+        data: Arc<StreamingDataset>,
+        /// Examples held for shuffling.
+        shuffle_buffer: usize,
+        /// Longest input in tokens.
+        max_length: usize,
+    },
+}
+
+impl From<EncodedDataset> for TrainSet {
+    fn from(data: EncodedDataset) -> Self {
+        Self::Encoded(data)
+    }
+}
+
+/// One epoch's batches, in order.
+enum EpochBatches<'a> {
+    Encoded(&'a EncodedDataset, std::vec::IntoIter<Vec<usize>>),
+    Streaming(Receiver<StreamedBatch>),
+}
+
+impl TrainSet {
+    /// Training examples.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Encoded(d) => d.labels.len(),
+            Self::Streaming { data, .. } => data.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Examples per label id.
+    fn class_counts(&self, k: usize) -> Vec<usize> {
+        match self {
+            Self::Encoded(d) => {
+                let mut counts = vec![0usize; k];
+                for &l in &d.labels {
+                    counts[l] += 1;
+                }
+                counts
+            }
+            Self::Streaming { data, .. } => data.class_counts.clone(),
+        }
+    }
+
+    /// The batches of one epoch from batch `skip` on; `seed` orders them.
+    fn epoch(
+        &self,
+        tokenizer: &BertTokenizer,
+        config: &TrainConfig,
+        seed: u64,
+        skip: usize,
+    ) -> EpochBatches<'_> {
+        match self {
+            Self::Encoded(d) => {
+                let mut batches = epoch_batches(
+                    &d.lengths(),
+                    config.batch_size,
+                    Some(seed),
+                    config.group_by_length,
+                );
+                batches.drain(..skip.min(batches.len()));
+                EpochBatches::Encoded(d, batches.into_iter())
+            }
+            Self::Streaming {
+                data,
+                shuffle_buffer,
+                max_length,
+            } => EpochBatches::Streaming(stream_batches(
+                data.clone(),
+                tokenizer.clone(),
+                StreamOptions {
+                    batch_size: config.batch_size,
+                    max_length: *max_length,
+                    shuffle_buffer: *shuffle_buffer,
+                    seed,
+                    skip_batches: skip,
+                    prefetch: 4,
+                },
+            )),
+        }
+    }
+}
+
+impl EpochBatches<'_> {
+    /// The next padded batch and its labels.
+    fn next(&mut self, tokenizer: &BertTokenizer) -> Result<(Batch, Vec<usize>)> {
+        match self {
+            Self::Encoded(d, batches) => {
+                let indices = batches.next().context("epoch ended early")?;
+                Ok(d.batch(tokenizer, &indices)?)
+            }
+            Self::Streaming(rx) => Ok(rx
+                .recv()
+                .context("the training file ended before the epoch (changed while training?)")??),
+        }
+    }
+}
+
+/// The data of a run, already tokenized (dev and test) or streamed (train).
 pub struct TrainData {
     /// Training set.
-    pub train: EncodedDataset,
+    pub train: TrainSet,
     /// Development set, for evaluation and early stopping.
     pub dev: Option<EncodedDataset>,
     /// Test set, evaluated once at the end.
@@ -435,7 +551,7 @@ fn load_checkpoint<AB: AutodiffBackend>(
 
 fn class_weight_values(
     config: &TrainConfig,
-    train: &EncodedDataset,
+    train: &TrainSet,
     k: usize,
 ) -> Result<Option<Vec<f32>>> {
     Ok(match &config.class_weights {
@@ -447,11 +563,8 @@ fn class_weight_values(
             Some(w.clone())
         }
         Some(ClassWeights::Auto(_)) => {
-            let mut counts = vec![0usize; k];
-            for &l in &train.labels {
-                counts[l] += 1;
-            }
-            let n = train.labels.len() as f32;
+            let counts = train.class_counts(k);
+            let n = train.len() as f32;
             Some(
                 counts
                     .iter()
@@ -489,8 +602,11 @@ pub fn train<AB: AutodiffBackend>(
         class_weights: class_weight_values(config, &data.train, k)?,
         label_smoothing: config.label_smoothing,
     };
-    let lengths = data.train.lengths();
-    let micro_per_epoch = lengths.len().div_ceil(config.batch_size);
+    if config.group_by_length && matches!(data.train, TrainSet::Streaming { .. }) {
+        bail!("length grouping needs the training set in memory: it cannot be combined with streaming");
+    }
+    let train_examples = data.train.len();
+    let micro_per_epoch = train_examples.div_ceil(config.batch_size);
     let steps_per_epoch = micro_per_epoch.div_ceil(config.grad_accum);
     let total_steps = config
         .max_steps
@@ -542,7 +658,7 @@ pub fn train<AB: AutodiffBackend>(
     let mut log = MetricsLog::open(&out.join("metrics.jsonl"), state.global_step)?;
     tracing::info!(
         "training: {} examples, {} labels, {} steps ({} per epoch, {} warmup), batch {} x {} accumulation",
-        lengths.len(),
+        train_examples,
         k,
         total_steps,
         steps_per_epoch,
@@ -572,13 +688,13 @@ pub fn train<AB: AutodiffBackend>(
     };
 
     'epochs: while state.epoch < config.epochs && state.global_step < total_steps {
-        let batches = epoch_batches(
-            &lengths,
-            config.batch_size,
-            Some(config.seed.wrapping_add(state.epoch as u64)),
-            config.group_by_length,
+        let mut batches = data.train.epoch(
+            tokenizer,
+            config,
+            config.seed.wrapping_add(state.epoch as u64),
+            state.batch_in_epoch,
         );
-        while state.batch_in_epoch < batches.len() {
+        while state.batch_in_epoch < micro_per_epoch {
             let micro = state.batch_in_epoch;
             if micro % config.grad_accum == 0 {
                 // Dropout masks depend on (seed, step) only: resuming reproduces them.
@@ -590,7 +706,7 @@ pub fn train<AB: AutodiffBackend>(
                         .wrapping_add(state.global_step as u64),
                 );
             }
-            let (batch, labels) = data.train.batch(tokenizer, &batches[micro])?;
+            let (batch, labels) = batches.next(tokenizer)?;
             let input = input_of::<AB>(&batch, device);
             let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
             let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), device);
@@ -613,7 +729,7 @@ pub fn train<AB: AutodiffBackend>(
             state.batch_in_epoch += 1;
 
             let end_of_step = state.batch_in_epoch % config.grad_accum == 0
-                || state.batch_in_epoch == batches.len();
+                || state.batch_in_epoch == micro_per_epoch;
             if !end_of_step {
                 continue;
             }
@@ -626,11 +742,11 @@ pub fn train<AB: AutodiffBackend>(
             step_loss = 0.0;
             window.2 += mean_loss;
             window.3 += 1;
-            if state.batch_in_epoch == batches.len() {
+            if state.batch_in_epoch == micro_per_epoch {
                 state.epoch += 1;
                 state.batch_in_epoch = 0;
             }
-            let epoch_f = state.epoch as f64 + state.batch_in_epoch as f64 / batches.len() as f64;
+            let epoch_f = state.epoch as f64 + state.batch_in_epoch as f64 / micro_per_epoch as f64;
 
             if state.global_step % config.log_every.max(1) == 0 || state.global_step == total_steps
             {
@@ -770,7 +886,7 @@ pub fn train<AB: AutodiffBackend>(
         .map(|d| eval_model(&model, d))
         .transpose()?;
     let summary = TrainSummary {
-        train_examples: lengths.len(),
+        train_examples,
         steps: state.global_step,
         early_stopped,
         best_step: state.best_step,

@@ -58,7 +58,7 @@ fn tiny_setup() -> (BertTokenizer, BertConfig, TrainData) {
         tokenizer,
         config,
         TrainData {
-            train: encoded.clone(),
+            train: encoded.clone().into(),
             dev: Some(encoded),
             test: None,
             labels,
