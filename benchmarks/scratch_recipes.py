@@ -88,6 +88,24 @@ def build_vocab(texts: list[str], min_count: int = 2, max_chars: int = 8000) -> 
     return {tok: i for i, tok in enumerate(SPECIALS + chars[:max_chars])}
 
 
+def wordpiece(texts: list[str], vocab_size: int):
+    """A WordPiece vocabulary of character n-grams: BERT's normalizer without its
+    spaces around CJK characters, so a run of Chinese is one word that WordPiece
+    cuts into the longest pieces it knows (HF `tokenize_chinese_chars=False`)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=1000))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False, lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIALS)
+    tok.train_from_iterator(texts, trainer)
+    assert [tok.token_to_id(t) for t in SPECIALS] == list(range(len(SPECIALS)))
+    return tok
+
+
+def encode_wp(tok, texts: list[str], max_length: int) -> list[list[int]]:
+    return [[CLS] + e.ids[: max_length - 2] + [SEP] for e in tok.encode_batch(texts)]
+
+
 def encode(texts: list[str], vocab: dict[str, int], max_length: int) -> list[list[int]]:
     return [[CLS] + [vocab.get(c, UNK) for c in t.lower()[: max_length - 2]] + [SEP] for t in texts]
 
@@ -184,6 +202,7 @@ def main() -> None:
     p.add_argument("--ft-epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--pretrain-epochs", type=int)
+    p.add_argument("--wordpiece", type=int, help="WordPiece vocabulary of this size (character n-grams) instead of characters")
     p.add_argument("--pretrain-lr", type=float, default=5e-4)
     p.add_argument("--pretrain-batch-size", type=int, default=64)
     p.add_argument("--save-encoder", type=Path, help="save the pretrained model's state dict here")
@@ -200,8 +219,15 @@ def main() -> None:
     train_texts, train_labels = read_split(args.data / "train.tsv")
     dev_texts, dev_labels = read_split(args.data / "dev.tsv")
     test_texts, test_labels = read_split(args.data / "test.tsv")
-    vocab = build_vocab(train_texts)
-    train_ids, dev_ids, test_ids = (encode(t, vocab, args.max_length) for t in (train_texts, dev_texts, test_texts))
+    if args.wordpiece:
+        tok = wordpiece(train_texts, args.wordpiece)
+        vocab = tok.get_vocab()
+        train_ids, dev_ids, test_ids = (encode_wp(tok, t, args.max_length) for t in (train_texts, dev_texts, test_texts))
+        emit(phase="tokens", mean_train_tokens=sum(map(len, train_ids)) / len(train_ids),
+             example=tok.encode(train_texts[0]).tokens[:20])
+    else:
+        vocab = build_vocab(train_texts)
+        train_ids, dev_ids, test_ids = (encode(t, vocab, args.max_length) for t in (train_texts, dev_texts, test_texts))
     config = BertConfig(vocab_size=len(vocab), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                         intermediate_size=1024, hidden_act="gelu", hidden_dropout_prob=0.1,
                         attention_probs_dropout_prob=0.1, max_position_embeddings=args.max_length,

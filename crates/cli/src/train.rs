@@ -15,7 +15,7 @@ use zhbert_model::{
     load_classifier, load_masked_lm, save_safetensors, BertConfig, BertForSequenceClassification,
     LoadOptions,
 };
-use zhbert_tokenizer::{build_char_vocab, BertTokenizer, TokenizerConfig};
+use zhbert_tokenizer::BertTokenizer;
 use zhbert_train::{
     check_fresh_output, evaluate, list_checkpoints, preset, presets, pretrain_mlm, train,
     ClassWeights, PretrainConfig, TrainConfig, TrainData, TrainSet, Warmup,
@@ -351,18 +351,13 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
 
     let (tokenizer, model, model_config) = match &preset {
         Some(p) => {
-            let vocab = build_char_vocab(
+            let tokenizer = p.tokenizer(
                 train_set
                     .examples
                     .iter()
                     .flat_map(|e| std::iter::once(e.text.as_str()).chain(e.text_pair.as_deref())),
-                &TokenizerConfig::default(),
-                p.vocab_min_count,
-                p.vocab_max_size,
+                config.max_length,
             )?;
-            let mut tok_config = TokenizerConfig::default();
-            tok_config.model_max_length = config.max_length;
-            let tokenizer = BertTokenizer::from_vocab(&vocab, tok_config)?;
             let pretrain = PretrainConfig {
                 epochs: args.pretrain_epochs.unwrap_or(p.pretrain.epochs),
                 seed: config.seed,
@@ -373,13 +368,13 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
             } else {
                 config.max_length
             };
-            let model_config = p.model_config(vocab.len(), &labels, positions);
+            let model_config = p.model_config(tokenizer.vocab_size(), &labels, positions);
             tracing::info!(
-                "preset {}: {} layers, hidden {}, vocabulary of {} characters from the training text, {:.1}M parameters, trained from scratch",
+                "preset {}: {} layers, hidden {}, vocabulary of {} entries from the training text, {:.1}M parameters, trained from scratch",
                 p.name,
                 p.layers,
                 p.hidden_size,
-                vocab.len(),
+                tokenizer.vocab_size(),
                 model_config.num_parameters() as f64 / 1e6
             );
             let mut model = model_config.init_classifier::<AB>(device);

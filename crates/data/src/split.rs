@@ -48,8 +48,12 @@ pub fn stratified_split(data: &Dataset, dev: f64, test: f64, seed: u64) -> [Data
 /// With `shuffle_seed`, the order is a seeded permutation (use a different seed
 /// per epoch). With `group_by_length`, like HF's `group_by_length`: the permutation
 /// is cut into mega-batches of 50 batches, each sorted by length (longest first),
-/// so batches hold texts of similar length and little goes to padding; the batch
-/// with the longest text comes first, so peak memory shows at once.
+/// so batches hold texts of similar length and little goes to padding. Unlike
+/// HF, the batches are then shuffled (with a seed): in HF's order each run of
+/// 50 batches goes from long texts to short, and where length goes with the
+/// label (long reviews are more often negative) the model sees runs of batches
+/// of one label, which can stall training from scratch. The batch with the
+/// longest text comes first, so peak memory shows at once.
 pub fn epoch_batches(
     lengths: &[usize],
     batch_size: usize,
@@ -68,6 +72,9 @@ pub fn epoch_batches(
     }
     let mut batches: Vec<Vec<usize>> = order.chunks(batch_size).map(|c| c.to_vec()).collect();
     if group_by_length {
+        if let Some(seed) = shuffle_seed {
+            batches.shuffle(&mut rng(seed ^ 0x6261_7463_6865_7321));
+        }
         if let Some(longest) =
             (0..batches.len()).max_by_key(|&b| batches[b].iter().map(|&i| lengths[i]).max())
         {

@@ -597,31 +597,17 @@ pub fn build_char_vocab<'a>(
     min_count: usize,
     max_size: usize,
 ) -> Result<Vec<String>> {
-    let normalizer = BertNormalizer::new(
-        true,
-        config.tokenize_chinese_chars,
-        config.strip_accents,
-        config.do_lower_case,
-    );
     let mut counts: HashMap<String, usize> = HashMap::new();
-    for text in texts {
-        let mut pre = tokenizers::PreTokenizedString::from(final_sigma(text, config)?.as_ref());
-        pre.normalize(|n| normalizer.normalize(n)).map_err(tk_err)?;
-        BertPreTokenizer.pre_tokenize(&mut pre).map_err(tk_err)?;
-        for (word, _, _) in pre.get_splits(
-            tokenizers::OffsetReferential::Original,
-            tokenizers::OffsetType::Char,
-        ) {
-            for (i, c) in word.chars().enumerate() {
-                let key = if i == 0 {
-                    c.to_string()
-                } else {
-                    format!("##{c}")
-                };
-                *counts.entry(key).or_default() += 1;
-            }
+    for_each_word(texts, config, |word| {
+        for (i, c) in word.chars().enumerate() {
+            let key = if i == 0 {
+                c.to_string()
+            } else {
+                format!("##{c}")
+            };
+            *counts.entry(key).or_default() += 1;
         }
-    }
+    })?;
     let mut kept: Vec<(String, usize)> = counts
         .into_iter()
         .filter(|(t, n)| *n >= min_count && !SPECIAL_TOKENS.contains(&t.as_str()))
@@ -633,6 +619,85 @@ pub fn build_char_vocab<'a>(
         .map(|s| s.to_string())
         .chain(kept.into_iter().map(|(t, _)| t))
         .collect())
+}
+
+/// Builds a WordPiece vocabulary of frequent character n-grams from raw text, for
+/// a BERT trained from scratch.
+///
+/// With `config.tokenize_chinese_chars` off, a run of Chinese is one word. Every
+/// n-gram of 1 to `max_n` characters of every word is counted, as `abc` at the
+/// start of a word and `##abc` inside it. The vocabulary is BERT's five special
+/// tokens, then every single character (both forms) seen at least `min_count`
+/// times, then the most frequent longer n-grams seen at least `min_count` times
+/// until `size` entries; ties go in code point order, so the same text always
+/// gives the same vocabulary (HF's `WordPieceTrainer` does not: its merges
+/// tie-break by hash order). WordPiece's longest-match-first then reads `质量很好`
+/// as `质量` `##很好` when those are entries. transformers' `BertTokenizer` with
+/// `tokenize_chinese_chars=False` splits text the same way.
+pub fn build_ngram_vocab<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+    config: &TokenizerConfig,
+    size: usize,
+    min_count: usize,
+    max_n: usize,
+) -> Result<Vec<String>> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for_each_word(texts, config, |word| {
+        let chars: Vec<char> = word.chars().collect();
+        for i in 0..chars.len() {
+            for n in 1..=max_n.min(chars.len() - i) {
+                let piece: String = chars[i..i + n].iter().collect();
+                let key = if i == 0 { piece } else { format!("##{piece}") };
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+    })?;
+    let mut kept: Vec<(String, usize)> = counts
+        .into_iter()
+        .filter(|(t, n)| *n >= min_count && !SPECIAL_TOKENS.contains(&t.as_str()))
+        .collect();
+    let chars = |t: &str| t.trim_start_matches("##").chars().count();
+    // Single characters first (every word must stay spellable), then by count.
+    kept.sort_by(|(ta, na), (tb, nb)| {
+        (chars(ta) > 1)
+            .cmp(&(chars(tb) > 1))
+            .then(nb.cmp(na))
+            .then_with(|| ta.cmp(tb))
+    });
+    kept.truncate(size.saturating_sub(SPECIAL_TOKENS.len()));
+    Ok(SPECIAL_TOKENS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(kept.into_iter().map(|(t, _)| t))
+        .collect())
+}
+
+/// Calls `f` with every word of the texts as BERT's basic tokenizer splits them
+/// (as `config` sets it: clean text, CJK characters apart or not, lowercase and
+/// accents, punctuation and whitespace).
+fn for_each_word<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+    config: &TokenizerConfig,
+    mut f: impl FnMut(&str),
+) -> Result<()> {
+    let normalizer = BertNormalizer::new(
+        true,
+        config.tokenize_chinese_chars,
+        config.strip_accents,
+        config.do_lower_case,
+    );
+    for text in texts {
+        let mut pre = tokenizers::PreTokenizedString::from(final_sigma(text, config)?.as_ref());
+        pre.normalize(|n| normalizer.normalize(n)).map_err(tk_err)?;
+        BertPreTokenizer.pre_tokenize(&mut pre).map_err(tk_err)?;
+        for (word, _, _) in pre.get_splits(
+            tokenizers::OffsetReferential::Original,
+            tokenizers::OffsetType::Char,
+        ) {
+            f(word);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use zhbert_testkit::{fixtures, minilm_dir};
-use zhbert_tokenizer::{BertTokenizer, TokenizerConfig};
+use zhbert_tokenizer::{build_ngram_vocab, BertTokenizer, TokenizerConfig};
 
 #[derive(Deserialize)]
 struct Case {
@@ -81,4 +81,57 @@ fn chinese_char_vocab_matches_python_reference() {
     )
     .unwrap();
     check(&tokenizer, "zh_char");
+}
+
+#[derive(Deserialize)]
+struct IdsCase {
+    text: String,
+    input_ids: Vec<u32>,
+}
+
+/// `build_ngram_vocab` against the Python description of the same rule
+/// (`tests/fixtures/make_ngram_vocab.py`), and the ids of its vocabulary
+/// against transformers' tokenizer with `tokenize_chinese_chars=False`.
+#[test]
+fn ngram_vocab_and_its_tokenization_match_python_reference() {
+    let reviews: Vec<String> = cases()
+        .into_iter()
+        .filter(|c| c.vocab == "zh_char" && c.text_pair.is_none() && c.max_length.is_none())
+        .map(|c| c.text)
+        .take(2000)
+        .collect();
+    let config = TokenizerConfig {
+        tokenize_chinese_chars: false,
+        ..TokenizerConfig::default()
+    };
+    let vocab = build_ngram_vocab(reviews.iter().map(String::as_str), &config, 5000, 2, 4).unwrap();
+    let expected: Vec<String> =
+        std::fs::read_to_string(fixtures().join("tokenizer/ngram_vocab.txt"))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+    assert_eq!(vocab.len(), expected.len());
+    if let Some(i) = (0..vocab.len()).find(|&i| vocab[i] != expected[i]) {
+        panic!("entry {i}: {:?}, Python has {:?}", vocab[i], expected[i]);
+    }
+    let tokenizer = BertTokenizer::from_vocab(&vocab, config).unwrap();
+    let cases: Vec<IdsCase> =
+        std::fs::read_to_string(fixtures().join("tokenizer/ngram_cases.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(cases.len(), 200);
+    for c in &cases {
+        let got = tokenizer.encode(&c.text, None, None).unwrap();
+        assert_eq!(got.input_ids, c.input_ids, "{:?}", c.text);
+    }
+    // The n-grams are used: fewer tokens than characters.
+    let tokens: usize = cases.iter().map(|c| c.input_ids.len()).sum();
+    let chars: usize = cases.iter().map(|c| c.text.chars().count() + 2).sum();
+    assert!(
+        tokens * 10 < chars * 8,
+        "{tokens} tokens for {chars} characters"
+    );
 }

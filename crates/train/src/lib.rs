@@ -39,7 +39,7 @@ pub mod trainer;
 pub use inference::{classify, logits_of, InferenceOptions, Prediction};
 pub use metrics::{ClassMetrics, EvalMetrics};
 pub use optim::{AdamW, AdamWConfig, GradAccumulator};
-pub use presets::{preset, presets, Preset};
+pub use presets::{preset, presets, Preset, PresetVocab};
 pub use pretrain::{pretrain_mlm, PretrainConfig, PretrainSummary};
 pub use trainer::{
     check_fresh_output, evaluate, list_checkpoints, train, ClassWeights, TrainConfig, TrainData,

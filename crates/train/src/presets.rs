@@ -2,6 +2,9 @@
 //! a small BERT whose vocabulary is built from the training text.
 
 use zhbert_model::{BertConfig, HiddenAct};
+use zhbert_tokenizer::{
+    build_char_vocab, build_ngram_vocab, BertTokenizer, TokenizerConfig, TokenizerError,
+};
 
 use crate::pretrain::PretrainConfig;
 use crate::trainer::{TrainConfig, Warmup};
@@ -20,10 +23,8 @@ pub struct Preset {
     pub heads: usize,
     /// Feed-forward width.
     pub intermediate_size: usize,
-    /// Keep characters seen at least this often in the training text.
-    pub vocab_min_count: usize,
-    /// At most this many vocabulary entries (besides the special tokens).
-    pub vocab_max_size: usize,
+    /// How the vocabulary is built from the training text.
+    pub vocab: PresetVocab,
     /// Masked-LM pretraining on the training texts before fine-tuning
     /// (`epochs` 0: none).
     pub pretrain: PretrainConfig,
@@ -31,16 +32,41 @@ pub struct Preset {
     pub train: TrainConfig,
 }
 
+/// How a preset builds its vocabulary from the training text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PresetVocab {
+    /// Single characters (BERT's Chinese splitting, as `bert-base-chinese`).
+    Chars {
+        /// Keep characters seen at least this often.
+        min_count: usize,
+        /// At most this many entries besides the special tokens.
+        max_size: usize,
+    },
+    /// Frequent character n-grams as WordPiece entries, with CJK characters not
+    /// split apart (`tokenize_chinese_chars: false`): words and phrases become
+    /// single tokens, and sequences are shorter.
+    Ngrams {
+        /// Entries, special tokens included.
+        size: usize,
+        /// Keep pieces seen at least this often.
+        min_count: usize,
+        /// Longest n-gram, in characters.
+        max_n: usize,
+    },
+}
+
 /// The presets zhbert knows.
 pub fn presets() -> Vec<Preset> {
-    vec![Preset {
+    let tiny = Preset {
         name: "tiny-zh",
         hidden_size: 256,
         layers: 4,
         heads: 4,
         intermediate_size: 1024,
-        vocab_min_count: 2,
-        vocab_max_size: 8000,
+        vocab: PresetVocab::Chars {
+            min_count: 2,
+            max_size: 8000,
+        },
         // Measured on the sentiment corpus (benchmarks/README.md): 5e-4 stalls at
         // the prior; length grouping makes batches of one label (length and
         // sentiment go together here) and the loss oscillates above ln 2; at
@@ -57,7 +83,19 @@ pub fn presets() -> Vec<Preset> {
             ..TrainConfig::default()
         },
         pretrain: PretrainConfig::default(),
-    }]
+    };
+    vec![
+        tiny.clone(),
+        Preset {
+            name: "tiny-zh-wp",
+            vocab: PresetVocab::Ngrams {
+                size: 16000,
+                min_count: 2,
+                max_n: 4,
+            },
+            ..tiny
+        },
+    ]
 }
 
 /// A preset by name.
@@ -66,6 +104,33 @@ pub fn preset(name: &str) -> Option<Preset> {
 }
 
 impl Preset {
+    /// The tokenizer of this preset, its vocabulary built from `texts`.
+    pub fn tokenizer<'a>(
+        &self,
+        texts: impl IntoIterator<Item = &'a str>,
+        max_length: usize,
+    ) -> Result<BertTokenizer, TokenizerError> {
+        let mut config = TokenizerConfig {
+            model_max_length: max_length,
+            ..TokenizerConfig::default()
+        };
+        let vocab = match self.vocab {
+            PresetVocab::Chars {
+                min_count,
+                max_size,
+            } => build_char_vocab(texts, &config, min_count, max_size)?,
+            PresetVocab::Ngrams {
+                size,
+                min_count,
+                max_n,
+            } => {
+                config.tokenize_chinese_chars = false;
+                build_ngram_vocab(texts, &config, size, min_count, max_n)?
+            }
+        };
+        BertTokenizer::from_vocab(&vocab, config)
+    }
+
     /// The BERT config of this preset for a vocabulary, labels and maximum length.
     pub fn model_config(
         &self,
