@@ -5,11 +5,15 @@
 corpus until dev accuracy reaches the target; its output folder is an HF model
 folder. This script then builds the same model in PyTorch from that folder's
 `config.json` (fresh random weights, HF's initialisation), with the same
-vocabulary (`vocab.txt`, `BertTokenizerFast`), and trains it with the preset's
-settings: AdamW lr 3e-4, weight decay 0.01 except biases and LayerNorm, betas
-(0.9, 0.999), linear warmup over 10% of three epochs' steps then linear decay,
-global-norm clipping at 1.0, batch 32 reshuffled every epoch, max length 64,
-dropout on, an evaluation on dev every 50 steps (timed, as zhbert's are). It
+tokenizer (`BertTokenizerFast.from_pretrained` on that folder: its n-gram
+vocabulary and `tokenize_chinese_chars: false`), and trains it with the
+preset's settings: AdamW lr 3e-4, weight decay 0.01 except biases and
+LayerNorm, betas (0.9, 0.999), linear warmup over 10% of three epochs' steps
+then linear decay, global-norm clipping at 1.0, batch 32, length-grouped
+batches in shuffled order (zhbert's `group_by_length`: chunks of 50 batches
+sorted by length, then the batches shuffled), max length from the folder's
+`tokenizer_config.json` (128), dropout on, an evaluation on dev every 50 steps
+(timed, as zhbert's are). It
 stops at the first evaluation reaching `--target` and prints one JSON line:
 the step, the seconds since training started, and the dev accuracy.
 
@@ -31,6 +35,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, get_linear_schedule_with_warmup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch_recipes import batches  # noqa: E402
 from sentiment_split import hf_adamw, read_split  # noqa: E402
 
 
@@ -42,14 +47,16 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--max-length", type=int, help="default: model_max_length of the folder's tokenizer_config.json")
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--output", type=Path, help="unused; accepted for symmetry with zhbert")
     args = p.parse_args()
 
     torch.manual_seed(args.seed)
-    tok = BertTokenizerFast(vocab_file=str(args.like / "vocab.txt"), do_lower_case=True)
+    tok = BertTokenizerFast.from_pretrained(args.like)
+    if args.max_length is None:
+        args.max_length = json.loads((args.like / "tokenizer_config.json").read_text())["model_max_length"]
     config = BertConfig.from_pretrained(args.like)
     model = BertForSequenceClassification(config)
     train_texts, train_labels = read_split(args.data / "train.tsv")
@@ -83,11 +90,9 @@ def main() -> None:
     model.train()
     start = time.perf_counter()
     step = 0
+    lengths = [len(x) for x in train_ids]
     for _ in range(args.epochs):
-        order = list(range(len(train_ids)))
-        rng.shuffle(order)
-        for i in range(0, len(order), args.batch_size):
-            idx = order[i : i + args.batch_size]
+        for idx in batches(lengths, args.batch_size, True, rng):
             loss = model(**batch([train_ids[j] for j in idx]), labels=torch.tensor([train_labels[j] for j in idx])).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -41,7 +41,7 @@ pub struct TrainArgs {
     /// Test data, evaluated once at the end.
     #[arg(long)]
     test: Option<PathBuf>,
-    /// Model folder, Hub id, or preset (tiny-zh) to train from scratch.
+    /// Model folder, Hub id, or preset to train from scratch (tiny-zh, tiny-zh-char).
     #[arg(long)]
     model: Option<String>,
     /// Output folder: an HF model folder plus metrics, plots, eval.json, checkpoints.
