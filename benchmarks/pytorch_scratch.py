@@ -35,7 +35,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, get_linear_schedule_with_warmup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch_recipes import batches  # noqa: E402
+from scratch_recipes import accuracy, batches, pad  # noqa: E402
 from sentiment_split import hf_adamw, read_split  # noqa: E402
 
 
@@ -64,27 +64,10 @@ def main() -> None:
     enc = lambda texts: tok(texts, truncation=True, max_length=args.max_length)["input_ids"]
     train_ids, dev_ids = enc(train_texts), enc(dev_texts)
 
-    def batch(ids: list[list[int]]) -> dict[str, torch.Tensor]:
-        n = max(len(x) for x in ids)
-        input_ids = torch.tensor([x + [0] * (n - len(x)) for x in ids])
-        return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long()}
-
     opt = hf_adamw(model, args.lr, 0.01)
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
     total = args.epochs * steps_per_epoch
     sched = get_linear_schedule_with_warmup(opt, math.ceil(0.1 * total), total)
-
-    def dev_accuracy() -> float:
-        model.eval()
-        correct = 0
-        order = sorted(range(len(dev_ids)), key=lambda i: len(dev_ids[i]))
-        with torch.inference_mode():
-            for i in range(0, len(order), 64):
-                idx = order[i : i + 64]
-                pred = model(**batch([dev_ids[j] for j in idx])).logits.argmax(-1)
-                correct += sum(int(pred[k] == dev_labels[j]) for k, j in enumerate(idx))
-        model.train()
-        return correct / len(dev_ids)
 
     rng = random.Random(args.seed)
     model.train()
@@ -93,7 +76,9 @@ def main() -> None:
     lengths = [len(x) for x in train_ids]
     for _ in range(args.epochs):
         for idx in batches(lengths, args.batch_size, True, rng):
-            loss = model(**batch([train_ids[j] for j in idx]), labels=torch.tensor([train_labels[j] for j in idx])).loss
+            input_ids, attention = pad([train_ids[j] for j in idx])
+            loss = model(input_ids=input_ids, attention_mask=attention,
+                         labels=torch.tensor([train_labels[j] for j in idx])).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -101,7 +86,7 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             step += 1
             if step % args.eval_every == 0:
-                acc = dev_accuracy()
+                acc = accuracy(model, dev_ids, dev_labels)
                 print(f"step {step}: dev accuracy {acc:.4f} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
                 if acc >= args.target:
                     print(json.dumps({"step": step, "seconds": time.perf_counter() - start, "dev_accuracy": acc}))

@@ -17,6 +17,17 @@ fn zhbert(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs zhbert and fails the test, with its stderr, unless it succeeds.
+fn zhbert_ok(args: &[&str]) -> Output {
+    let run = zhbert(args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    run
+}
+
 fn f32s(path: &Path, name: &str) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -60,7 +71,7 @@ fn predict_on_an_exported_model_gives_pytorchs_logits() {
         .collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
     let output = tmp.path().join("out.jsonl");
-    let run = zhbert(&[
+    zhbert_ok(&[
         "predict",
         "--model",
         model.to_str().unwrap(),
@@ -73,11 +84,6 @@ fn predict_on_an_exported_model_gives_pytorchs_logits() {
         "--top-k",
         "2",
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let want = f32s(&fixtures().join("minilm/expected.safetensors"), "logits");
     let got: Vec<serde_json::Value> = std::fs::read_to_string(&output)
         .unwrap()
@@ -204,18 +210,13 @@ fn convert_pytorch_bin_gives_the_same_tensors_as_safetensors() {
         std::fs::copy(fixtures().join("tiny-bert").join(f), src.join(f)).unwrap();
     }
     let dst = tmp.path().join("dst");
-    let run = zhbert(&[
+    zhbert_ok(&[
         "convert",
         "--from",
         src.to_str().unwrap(),
         "--to",
         dst.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let read = |p: &Path| {
         let bytes = std::fs::read(p).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -325,12 +326,7 @@ fn killed_and_resumed_runs_end_where_the_straight_run_does(extra: &[&str]) {
     };
     let straight = tmp.path().join("straight");
     let started = std::time::Instant::now();
-    let run = zhbert(&train_args(m, d, straight.to_str().unwrap()));
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    zhbert_ok(&train_args(m, d, straight.to_str().unwrap()));
     let took = started.elapsed().as_millis() as u64;
 
     let killed = tmp.path().join("killed");
@@ -382,12 +378,7 @@ fn killed_and_resumed_runs_end_where_the_straight_run_does(extra: &[&str]) {
     );
     let mut args = train_args(m, d, out);
     args.push("--resume");
-    let run = zhbert(&args);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    zhbert_ok(&args);
     // Killed and resumed as often as it took, it ends exactly where the straight
     // run did. (The last checkpoint: the output folder holds the best step's weights.)
     let last = |run: &Path| {
@@ -441,18 +432,13 @@ fn train_eval_predict_on_your_own_csv_and_toml_config() {
     )
     .unwrap();
     // Flags win over the file: 2 epochs, not 1.
-    let run = zhbert(&[
+    let run = zhbert_ok(&[
         "train",
         "--config",
         config.to_str().unwrap(),
         "--epochs",
         "2",
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("test accuracy"), "{stdout}");
     for f in [
@@ -480,18 +466,13 @@ fn train_eval_predict_on_your_own_csv_and_toml_config() {
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config_json["id2label"]["2"], "positive");
 
-    let run = zhbert(&[
+    zhbert_ok(&[
         "eval",
         "--model",
         out.to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("eval-train.json")).unwrap())
             .unwrap();
@@ -499,7 +480,7 @@ fn train_eval_predict_on_your_own_csv_and_toml_config() {
     let confusion: Vec<Vec<u64>> = serde_json::from_value(metrics["confusion"].clone()).unwrap();
     assert_eq!(confusion.iter().flatten().sum::<u64>(), 400);
 
-    let run = zhbert(&[
+    let run = zhbert_ok(&[
         "predict",
         "--model",
         out.to_str().unwrap(),
@@ -508,11 +489,6 @@ fn train_eval_predict_on_your_own_csv_and_toml_config() {
         "--top-k",
         "3",
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -572,12 +548,7 @@ fn preset_pretrains_then_fine_tunes_and_resumes_after_pretraining() {
         if resume {
             args.push("--resume");
         }
-        let run = zhbert(&args);
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        let run = zhbert_ok(&args);
         String::from_utf8_lossy(&run.stdout).into_owned()
     };
     let straight = tmp.path().join("straight");

@@ -212,6 +212,18 @@ impl<'a> Labeler<'a> {
         }
     }
 
+    /// The labeler of a file whose rows carry the labels `seen`: label names
+    /// from `class.txt`, the known set, or those seen ([`label_names`]).
+    pub(crate) fn for_file(
+        path: &'a Path,
+        seen: HashSet<String>,
+        class_txt: Option<&Vec<String>>,
+        options: &ReadOptions,
+    ) -> Self {
+        let labels = label_names(seen, class_txt, options.known_labels.as_ref());
+        Self::new(path, labels, class_txt, options.known_labels.is_some())
+    }
+
     /// The example of a row; `None` for an empty text (counted in the report),
     /// an error naming file and line for a label it does not know.
     pub(crate) fn example(
@@ -279,7 +291,7 @@ pub(crate) fn read_rows(
 
 /// The label names of a file: `class.txt`'s, the known set, or those seen,
 /// integers in numeric order and names in code point order (stable across runs).
-pub(crate) fn label_names(
+fn label_names(
     seen: HashSet<String>,
     class_txt: Option<&Vec<String>>,
     known: Option<&Vec<String>>,
@@ -313,16 +325,11 @@ pub fn read_dataset(
         rows.push(row);
         Ok(())
     })?;
-    let labels = label_names(
+    let labeler = Labeler::for_file(
+        path,
         rows.iter().map(|r| r.label.clone()).collect(),
         class_txt.as_ref(),
-        options.known_labels.as_ref(),
-    );
-    let labeler = Labeler::new(
-        path,
-        labels,
-        class_txt.as_ref(),
-        options.known_labels.is_some(),
+        options,
     );
     let mut examples = Vec::with_capacity(rows.len());
     for row in rows {

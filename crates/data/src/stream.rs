@@ -25,7 +25,7 @@ use rand::Rng;
 use rayon::prelude::*;
 use zhbert_tokenizer::{Batch, BertTokenizer, Encoded, Padding};
 
-use crate::dataset::{label_names, read_rows, Example, HygieneReport, Labeler, ReadOptions, Row};
+use crate::dataset::{read_rows, Example, HygieneReport, Labeler, ReadOptions, Row};
 use crate::input::DataError;
 use crate::split::rng;
 
@@ -96,16 +96,11 @@ impl StreamingDataset {
             Ok(())
         })?;
         drop(text_labels);
-        let labels = label_names(
+        let labeler = Labeler::for_file(
+            path,
             raw_labels.iter().map(|(l, _)| l.clone()).collect(),
             class_txt.as_ref(),
-            options.known_labels.as_ref(),
-        );
-        let labeler = Labeler::new(
-            path,
-            labels,
-            class_txt.as_ref(),
-            options.known_labels.is_some(),
+            options,
         );
         // Each label through `read_dataset`'s rules, reported at its first line;
         // with `BadRows::Skip` its rows are left out (and reported once).
