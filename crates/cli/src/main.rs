@@ -70,6 +70,14 @@ enum Command {
     },
     /// List the backends compiled in and the devices they see.
     Info,
+    /// Run the meeting point of a multi-node data-parallel run (`zhbert train
+    /// --nodes N --orchestrator ws://THIS-HOST:PORT ...` on every node).
+    #[cfg(feature = "collective")]
+    Orchestrator {
+        /// Port to listen on.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +130,11 @@ fn main() {
         Command::Info => {
             info();
             Ok(())
+        }
+        #[cfg(feature = "collective")]
+        Command::Orchestrator { port } => {
+            eprintln!("orchestrator for data-parallel nodes listening on port {port} (ws://THIS-HOST:{port}); Ctrl-C stops it");
+            zhbert_train::run_orchestrator(port)
         }
     };
     if let Err(e) = result {

@@ -17,8 +17,8 @@ use zhbert_model::{
 };
 use zhbert_tokenizer::BertTokenizer;
 use zhbert_train::{
-    check_fresh_output, evaluate, list_checkpoints, preset, presets, pretrain_mlm, train,
-    ClassWeights, PretrainConfig, TrainConfig, TrainData, TrainSet, Warmup,
+    check_fresh_output, evaluate, list_checkpoints, preset, presets, pretrain_mlm, train_replica,
+    ClassWeights, PretrainConfig, Replica, TrainConfig, TrainData, TrainSet, Warmup,
 };
 
 use crate::{with_backend, BackendArgs};
@@ -129,6 +129,31 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     resume: bool,
+    /// Data-parallel training on these devices of one backend, one replica each:
+    /// `cuda:0,cuda:1`, `wgpu:0,wgpu:1`, or `cpu,cpu`. --batch-size is the batch
+    /// of all replicas together.
+    #[arg(long)]
+    #[serde(skip)]
+    devices: Option<String>,
+    /// Data-parallel training over this many machines (nodes): start one
+    /// `zhbert train` per node with the same options and its --node-rank, and
+    /// `zhbert orchestrator` somewhere they all reach.
+    #[arg(long, requires_all = ["node_rank", "orchestrator", "node_address"])]
+    #[serde(skip)]
+    nodes: Option<usize>,
+    /// This node's index, 0 to --nodes - 1; node 0 writes the output.
+    #[arg(long, requires = "nodes")]
+    #[serde(skip)]
+    node_rank: Option<usize>,
+    /// The orchestrator's address, ws://host:port.
+    #[arg(long, requires = "nodes")]
+    #[serde(skip)]
+    orchestrator: Option<String>,
+    /// This node's address as the other nodes reach it, ws://host:port (it
+    /// serves gradients on that port).
+    #[arg(long, requires = "nodes")]
+    #[serde(skip)]
+    node_address: Option<String>,
     #[command(flatten)]
     #[serde(skip)]
     backend: BackendArgs,
@@ -268,12 +293,145 @@ fn read(path: &Path, options: &ReadOptions) -> Result<Dataset> {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let args = args.merged()?;
+    if args.devices.is_some() || args.nodes.is_some() {
+        return run_data_parallel(&args);
+    }
     let kind = args.backend.kind()?;
     with_backend!(
         kind,
         args.backend.device,
-        |B, device| run_on::<Autodiff<B>>(&args, &device)
+        |B, device| run_on::<Autodiff<B>>(&args, &device, &Replica::alone())
     )
+}
+
+/// `--devices` and `--nodes`: one replica per device, each in its own thread
+/// with its own copy of the data and model; replica 0 logs and writes.
+#[cfg(feature = "collective")]
+fn run_data_parallel(args: &TrainArgs) -> Result<()> {
+    let (kind, devices) = match &args.devices {
+        Some(list) => parse_devices(list, args.backend.backend)?,
+        None => (args.backend.kind()?, vec![args.backend.device]),
+    };
+    let nodes = match (
+        args.nodes,
+        &args.node_rank,
+        &args.orchestrator,
+        &args.node_address,
+    ) {
+        (Some(count), Some(rank), Some(orchestrator), Some(address)) => Some(zhbert_train::Nodes {
+            count,
+            rank: *rank,
+            orchestrator: orchestrator.clone(),
+            address: address.clone(),
+        }),
+        _ => None,
+    };
+    let topology = zhbert_train::Topology {
+        devices: devices.len(),
+        nodes,
+    };
+    if args.pretrain_epochs.is_some_and(|n| n > 0) {
+        bail!("--pretrain-epochs runs on one device: pretrain first, then train the pretrained folder on several");
+    }
+    let replicas = (0..devices.len())
+        .map(|i| topology.replica(i))
+        .collect::<Result<Vec<_>>>()?;
+    tracing::info!(
+        "data-parallel: {} replicas ({} on this node), this node's are {}",
+        topology.world(),
+        devices.len(),
+        replicas
+            .iter()
+            .map(|r| r.rank.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = replicas
+            .iter()
+            .zip(&devices)
+            .map(|(replica, &index)| {
+                scope.spawn(move || {
+                    let _ = index; // unused when only CPU backends are compiled in
+                    let run = || {
+                        with_backend!(kind, index, |B, device| run_on::<Autodiff<B>>(
+                            args, &device, replica
+                        ))
+                    };
+                    if replica.is_main() {
+                        run()
+                    } else {
+                        tracing::subscriber::with_default(
+                            tracing::subscriber::NoSubscriber::default(),
+                            run,
+                        )
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a replica's thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+#[cfg(not(feature = "collective"))]
+fn run_data_parallel(_args: &TrainArgs) -> Result<()> {
+    bail!("--devices and --nodes need zhbert built with the `collective` feature")
+}
+
+/// `cuda:0,cuda:1` (or `cpu,cpu`): one backend and each device's index.
+#[cfg(feature = "collective")]
+fn parse_devices(
+    list: &str,
+    backend: Option<crate::backend::BackendKind>,
+) -> Result<(crate::backend::BackendKind, Vec<Option<usize>>)> {
+    use crate::backend::BackendKind;
+    let mut kind = None;
+    let mut devices = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        let (name, index) = match item.split_once(':') {
+            Some((name, i)) => (
+                name,
+                Some(i.parse::<usize>().map_err(|_| {
+                    anyhow::anyhow!("--devices {list:?}: {item:?} is not backend:index")
+                })?),
+            ),
+            None => (item, None),
+        };
+        let k = match name {
+            "cpu" => match backend {
+                Some(b @ (BackendKind::Flex | BackendKind::Ndarray)) => b,
+                _ => BackendKind::available()
+                    .into_iter()
+                    .find(|b| matches!(b, BackendKind::Flex | BackendKind::Ndarray))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--devices {list:?}: no CPU backend compiled in")
+                    })?,
+            },
+            "flex" => BackendKind::Flex,
+            "ndarray" => BackendKind::Ndarray,
+            "wgpu" => BackendKind::Wgpu,
+            "cuda" => BackendKind::Cuda,
+            other => bail!("--devices {list:?}: unknown device {other:?} (cpu, cuda:N, wgpu:N)"),
+        };
+        if kind.is_some_and(|first| first != k) {
+            bail!("--devices {list:?}: all devices must be of one backend");
+        }
+        if backend.is_some_and(|b| b != k) {
+            bail!("--devices {list:?} does not match --backend");
+        }
+        kind = Some(k);
+        devices.push(index);
+    }
+    let kind = kind.ok_or_else(|| anyhow::anyhow!("--devices is empty"))?;
+    kind.ensure_compiled()?;
+    Ok((kind, devices))
 }
 
 fn encode(
@@ -295,7 +453,11 @@ fn encode(
     Ok(e)
 }
 
-fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<()> {
+fn run_on<AB: AutodiffBackend>(
+    args: &TrainArgs,
+    device: &AB::Device,
+    replica: &Replica,
+) -> Result<()> {
     let (Some(train_path), Some(model_arg), Some(output)) =
         (&args.train, &args.model, &args.output)
     else {
@@ -439,7 +601,7 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
             .transpose()?,
         labels,
     };
-    let summary = train::<AB>(
+    let summary = train_replica::<AB>(
         model,
         &model_config,
         &tokenizer,
@@ -448,7 +610,11 @@ fn run_on<AB: AutodiffBackend>(args: &TrainArgs, device: &AB::Device) -> Result<
         output,
         args.resume,
         device,
+        replica,
     )?;
+    if !replica.is_main() {
+        return Ok(());
+    }
     println!(
         "trained {} steps in {:.0}s ({:.1} sequences/s){}",
         summary.steps,

@@ -597,3 +597,228 @@ fn preset_pretrains_then_fine_tunes_and_resumes_after_pretraining() {
         );
     }
 }
+
+/// A free TCP port on loopback (the OS picks it; it is released at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits for every child to exit successfully, killing all of them if one
+/// fails or `limit` passes (a replica left alone would wait forever).
+fn wait_all(children: &mut [std::process::Child], limit: std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut done = vec![false; children.len()];
+    while done.iter().any(|d| !d) {
+        for (i, child) in children.iter_mut().enumerate() {
+            if done[i] {
+                continue;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                done[i] = true;
+                if !status.success() {
+                    let mut stderr = String::new();
+                    use std::io::Read;
+                    child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut stderr)
+                        .unwrap();
+                    for c in children.iter_mut() {
+                        let _ = c.kill();
+                    }
+                    panic!("process {i} failed: {stderr}");
+                }
+            }
+        }
+        if started.elapsed() > limit {
+            for c in children.iter_mut() {
+                let _ = c.kill();
+            }
+            panic!("data-parallel run did not finish in {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Two processes on loopback, acting as two nodes of data-parallel training
+/// (burn-collective, its global orchestrator in a third process), each
+/// computing about half of every batch, end with the weights and losses of one
+/// process computing whole batches; so do two replicas in one process
+/// (`--devices`). Odd batches split 3/4, and class weights make the halves'
+/// shares of the loss unequal.
+#[test]
+fn two_nodes_on_loopback_train_the_weights_of_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = tiny_model_and_data(tmp.path());
+    // Dropout off: replicas draw their own masks, one process draws another.
+    let config_path = model.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["hidden_dropout_prob"] = 0.0.into();
+    config["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let args = |out: &str| -> Vec<String> {
+        [
+            "train",
+            "--model",
+            m,
+            "--train",
+            d,
+            "--output",
+            out,
+            "--max-steps",
+            "20",
+            "--batch-size",
+            "7",
+            "--max-length",
+            "24",
+            "--lr",
+            "1e-3",
+            "--class-weights",
+            "auto",
+            "--log-every",
+            "1",
+            "--eval-every",
+            "20",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let single = tmp.path().join("single");
+    let single_args = args(single.to_str().unwrap());
+    zhbert_ok(&single_args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let port = free_port();
+    let mut children = vec![Command::new(env!("CARGO_BIN_EXE_zhbert"))
+        .args(["orchestrator", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()];
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the orchestrator did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let nodes: Vec<PathBuf> = (0..2)
+        .map(|r| tmp.path().join(format!("node{r}")))
+        .collect();
+    for (rank, out) in nodes.iter().enumerate() {
+        let mut a = args(out.to_str().unwrap());
+        a.extend([
+            "--nodes".into(),
+            "2".into(),
+            "--node-rank".into(),
+            rank.to_string(),
+            "--orchestrator".into(),
+            format!("ws://127.0.0.1:{port}"),
+            "--node-address".into(),
+            format!("ws://127.0.0.1:{}", free_port()),
+        ]);
+        children.push(
+            Command::new(env!("CARGO_BIN_EXE_zhbert"))
+                .args(&a)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let mut orchestrator = children.remove(0);
+    wait_all(&mut children, std::time::Duration::from_secs(300));
+    orchestrator.kill().unwrap();
+    orchestrator.wait().unwrap();
+
+    // Node 0 writes the output; node 1 only trains.
+    assert!(!nodes[1].join("model.safetensors").exists());
+    trained_alike(&nodes[0], &single, &model);
+
+    // Two replicas in one process, one per device (`cuda:0,cuda:1` on a GPU
+    // machine; here the CPU twice), through burn-collective's local all-reduce.
+    let devices = tmp.path().join("devices");
+    let mut a = args(devices.to_str().unwrap());
+    a.extend(["--devices".into(), "cpu,cpu".into()]);
+    zhbert_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    trained_alike(&devices, &single, &model);
+}
+
+/// Data-parallel output `parallel` against `single`'s, both trained 20 steps
+/// from `model`: the same weights (within 1e-5 relative, per tensor) and the
+/// same loss at every step.
+fn trained_alike(parallel: &Path, single: &Path, model: &Path) {
+    let relative = |a: &[f32], b: &[f32]| {
+        let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        (diff / norm).sqrt()
+    };
+    let names: Vec<String> = {
+        let bytes = std::fs::read(single.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.names().into_iter().map(String::from).collect()
+    };
+    assert!(names.len() > 30, "{names:?}");
+    let mut worst = (0.0f64, String::new());
+    for name in &names {
+        if name.ends_with("attention.self.key.bias") {
+            // Softmax does not change when every key moves by one vector, so this
+            // bias's gradient is zero but for rounding, and AdamW's normalised step
+            // turns that rounding into moves of up to lr: any two summation orders
+            // (one batch, or two halves) take it apart, so it is not compared.
+            continue;
+        }
+        let one = f32s(&single.join("model.safetensors"), name);
+        let two = f32s(&parallel.join("model.safetensors"), name);
+        let r = relative(&two, &one);
+        assert!(
+            r <= 1e-5,
+            "{}: {name}: relative difference {r:e}",
+            parallel.display()
+        );
+        if r > worst.0 {
+            worst = (r, name.clone());
+        }
+    }
+    println!(
+        "{}: largest relative difference {:e} ({})",
+        parallel.display(),
+        worst.0,
+        worst.1
+    );
+    // The comparison has teeth: 20 steps moved the weights well beyond it.
+    let query = "bert.encoder.layer.0.attention.self.query.weight";
+    let moved = relative(
+        &f32s(&model.join("model.safetensors"), query),
+        &f32s(&single.join("model.safetensors"), query),
+    );
+    assert!(moved > 1e-3, "weights moved only {moved:e}");
+    // Every step's loss (the sum of the replicas' shares) is the whole batch's.
+    let losses = |out: &Path| -> Vec<f64> {
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter_map(|v| v["loss"].as_f64())
+            .collect()
+    };
+    let (one, two) = (losses(single), losses(parallel));
+    assert_eq!(one.len(), 20);
+    assert_eq!(two.len(), 20);
+    for (step, (a, b)) in one.iter().zip(&two).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "step {}: loss {b} against {a}",
+            step + 1
+        );
+    }
+}

@@ -189,6 +189,22 @@ pub struct Batch {
     pub truncated_tokens: Vec<usize>,
 }
 
+impl Batch {
+    /// Rows `range` of this batch, padded to the same length (one data-parallel
+    /// replica's share: the padding, and so the rounding, stays the whole batch's).
+    pub fn rows(&self, range: std::ops::Range<usize>) -> Batch {
+        let cells = range.start * self.seq_len..range.end * self.seq_len;
+        Batch {
+            batch_size: range.len(),
+            seq_len: self.seq_len,
+            input_ids: self.input_ids[cells.clone()].to_vec(),
+            token_type_ids: self.token_type_ids[cells.clone()].to_vec(),
+            attention_mask: self.attention_mask[cells].to_vec(),
+            truncated_tokens: self.truncated_tokens[range].to_vec(),
+        }
+    }
+}
+
 /// A BERT WordPiece tokenizer.
 #[derive(Clone)]
 pub struct BertTokenizer {

@@ -25,12 +25,21 @@
 //!
 //! ## Feature flags
 //!
-//! Generic over the backend; `flex` (default), `ndarray`, `wgpu` and `cuda`
-//! turn on burn's backend of that name (and zhbert-model's feature).
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `flex` | yes | burn's Flex CPU backend |
+//! | `ndarray` | | burn's ndarray CPU backend |
+//! | `wgpu` | | burn's wgpu backend (Vulkan, Metal, DirectX 12) |
+//! | `cuda` | | burn's CUDA backend |
+//! | `collective` | yes | data-parallel training over burn-collective ([`parallel`]): several devices, several machines |
+//!
+//! Everything is generic over the backend; the backend features turn on burn's
+//! backend of that name (and zhbert-model's feature).
 
 pub mod inference;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod plots;
 pub mod presets;
 pub mod pretrain;
@@ -39,9 +48,12 @@ pub mod trainer;
 pub use inference::{classify, logits_of, InferenceOptions, Prediction};
 pub use metrics::{ClassMetrics, EvalMetrics};
 pub use optim::{AdamW, AdamWConfig, GradAccumulator};
+pub use parallel::Replica;
+#[cfg(feature = "collective")]
+pub use parallel::{run_orchestrator, Nodes, Topology};
 pub use presets::{preset, presets, Preset, PresetVocab};
 pub use pretrain::{pretrain_mlm, PretrainConfig, PretrainSummary};
 pub use trainer::{
-    check_fresh_output, evaluate, list_checkpoints, train, ClassWeights, TrainConfig, TrainData,
-    TrainSet, TrainSummary, TrainerState, Warmup,
+    check_fresh_output, evaluate, list_checkpoints, train, train_replica, ClassWeights,
+    TrainConfig, TrainData, TrainSet, TrainSummary, TrainerState, Warmup,
 };

@@ -144,6 +144,53 @@ impl<B: Backend> GradAccumulator<B> {
         self.grads.is_empty()
     }
 
+    /// The gradients of `params` (id and number of elements, in a fixed order),
+    /// end to end in one tensor, then `extra`: what data-parallel replicas sum in
+    /// one all-reduce. A parameter without a gradient here (a replica whose share
+    /// of a batch was empty) counts as zeros.
+    pub(crate) fn flatten(
+        &self,
+        params: &[(ParamId, usize)],
+        extra: &[f32],
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let mut parts: Vec<Tensor<B, 1>> = params
+            .iter()
+            .map(|(id, n)| match self.grads.get(id) {
+                Some(g) => g.clone(),
+                None => Tensor::zeros([*n], device),
+            })
+            .collect();
+        parts.push(Tensor::from_data(
+            TensorData::new(extra.to_vec(), [extra.len()]),
+            device,
+        ));
+        Tensor::cat(parts, 0)
+    }
+
+    /// The inverse of [`flatten`](Self::flatten): every parameter's gradient
+    /// taken from `flat`; returns the extra values at its end.
+    pub(crate) fn unflatten(
+        &mut self,
+        flat: Tensor<B, 1>,
+        params: &[(ParamId, usize)],
+    ) -> Vec<f32> {
+        self.grads.clear();
+        self.order.clear();
+        let mut at = 0;
+        for (id, n) in params {
+            self.grads.insert(*id, flat.clone().slice(at..at + n));
+            self.order.push(*id);
+            at += n;
+        }
+        let total = flat.dims()[0];
+        flat.slice(at..total)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 values")
+    }
+
     /// `clip_grad_norm_`: the global L2 norm of all gradients (returned), and
     /// every gradient scaled by `max_norm / (norm + 1e-6)` when that is below 1.
     pub fn clip_global_norm(&mut self, max_norm: Option<f64>) -> f64 {

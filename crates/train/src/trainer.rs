@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -31,8 +31,10 @@ use zhbert_tokenizer::{Batch, BertTokenizer};
 use crate::inference::{argmax, input_of, logits_of};
 use crate::metrics::{higher_is_better, EvalMetrics};
 use crate::optim::{
-    linear_schedule, read_f32_tensors, write_f32_tensors, AdamW, AdamWConfig, GradAccumulator,
+    linear_schedule, param_paths, read_f32_tensors, write_f32_tensors, AdamW, AdamWConfig,
+    GradAccumulator,
 };
+use crate::parallel::Replica;
 
 /// Warmup of the learning rate: a number of optimizer steps or a fraction of all.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -586,7 +588,7 @@ fn class_weight_values(
 /// plots, and `checkpoints/`.
 #[allow(clippy::too_many_arguments)]
 pub fn train<AB: AutodiffBackend>(
-    mut model: BertForSequenceClassification<AB>,
+    model: BertForSequenceClassification<AB>,
     model_config: &BertConfig,
     tokenizer: &BertTokenizer,
     data: &TrainData,
@@ -595,8 +597,40 @@ pub fn train<AB: AutodiffBackend>(
     resume: bool,
     device: &AB::Device,
 ) -> Result<TrainSummary> {
+    train_replica(
+        model,
+        model_config,
+        tokenizer,
+        data,
+        config,
+        out,
+        resume,
+        device,
+        &Replica::alone(),
+    )
+}
+
+/// [`train`] as one replica of data-parallel training ([`crate::parallel`]):
+/// every replica calls it with the same arguments but its own device and
+/// [`Replica`]. Only replica 0 writes `out`; the others return a summary
+/// without the final dev and test scores.
+#[allow(clippy::too_many_arguments)]
+pub fn train_replica<AB: AutodiffBackend>(
+    mut model: BertForSequenceClassification<AB>,
+    model_config: &BertConfig,
+    tokenizer: &BertTokenizer,
+    data: &TrainData,
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    device: &AB::Device,
+    replica: &Replica,
+) -> Result<TrainSummary> {
     config.validate()?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let main = replica.is_main();
+    if main {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
     let k = data.labels.len();
     let loss_options = CrossEntropyOptions {
         class_weights: class_weight_values(config, &data.train, k)?,
@@ -627,7 +661,9 @@ pub fn train<AB: AutodiffBackend>(
         config: Some(config.clone()),
         ..Default::default()
     };
-    remove_stale(out);
+    if main {
+        remove_stale(out);
+    }
     if resume {
         match list_checkpoints(out).last() {
             Some((_, dir)) => {
@@ -652,10 +688,26 @@ pub fn train<AB: AutodiffBackend>(
                 out.display()
             ),
         }
-    } else {
+    } else if main {
         check_fresh_output(out)?;
     }
-    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), state.global_step)?;
+    replica.join::<AB::InnerBackend>(device)?;
+    replica.agree_on_step::<AB::InnerBackend>(state.global_step, device)?;
+    if replica.world > 1 {
+        model = same_weights_as_main(model, replica)?;
+    }
+    let mut log = if main {
+        Some(MetricsLog::open(
+            &out.join("metrics.jsonl"),
+            state.global_step,
+        )?)
+    } else {
+        None
+    };
+    let params: Vec<(ParamId, usize)> = param_paths::<AB, _>(&model)
+        .into_iter()
+        .map(|(_, id, shape)| (id, shape.iter().product()))
+        .collect();
     tracing::info!(
         "training: {} examples, {} labels, {} steps ({} per epoch, {} warmup), batch {} x {} accumulation",
         train_examples,
@@ -667,10 +719,15 @@ pub fn train<AB: AutodiffBackend>(
         config.grad_accum
     );
 
-    let bar = progress_bar(total_steps, state.global_step);
+    let bar = if main {
+        progress_bar(total_steps, state.global_step)
+    } else {
+        None
+    };
 
     let started = Instant::now();
     let mut window = (Instant::now(), 0usize, 0.0f64, 0usize); // since last log: time, sequences, loss sum, steps
+    let mut all_reduce_seconds = 0.0f64; // since last log
     let mut sequences_total = 0usize;
     let mut grads = GradAccumulator::<AB::InnerBackend>::default();
     let mut step_loss = 0.0f64;
@@ -697,33 +754,54 @@ pub fn train<AB: AutodiffBackend>(
         while state.batch_in_epoch < micro_per_epoch {
             let micro = state.batch_in_epoch;
             if micro % config.grad_accum == 0 {
-                // Dropout masks depend on (seed, step) only: resuming reproduces them.
+                // Dropout masks depend on (seed, step, replica) only: resuming reproduces them.
                 AB::seed(
                     device,
                     config
                         .seed
                         .wrapping_mul(1_000_003)
-                        .wrapping_add(state.global_step as u64),
+                        .wrapping_add(state.global_step as u64)
+                        .wrapping_add((replica.rank as u64) << 32),
                 );
             }
             let (batch, labels) = batches.next(tokenizer)?;
-            let input = input_of::<AB>(&batch, device);
-            let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-            let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), device);
-            let logits = model.forward(input);
-            let loss = classification_loss(logits, Labels::Classes(labels), &loss_options);
-            // The last step of an epoch may hold fewer micro-batches; HF divides by
-            // the accumulation count all the same.
-            let scaled = loss.clone().div_scalar(config.grad_accum as f64);
-            let loss_value: f64 = loss.into_scalar().elem();
-            if !loss_value.is_finite() {
-                bail!(
-                    "loss is {loss_value} at step {}: lower the learning rate",
-                    state.global_step + 1
-                );
+            let rows = replica.rows(batch.batch_size);
+            // This replica's share of the batch's loss: its rows' part of the
+            // (class-weighted) row count, so that the replicas' losses add up to
+            // the whole batch's mean.
+            let share = if replica.world == 1 {
+                1.0
+            } else {
+                let weight = |l: &usize| {
+                    loss_options
+                        .class_weights
+                        .as_ref()
+                        .map_or(1.0, |w| w[*l] as f64)
+                };
+                labels[rows.clone()].iter().map(weight).sum::<f64>()
+                    / labels.iter().map(weight).sum::<f64>()
+            };
+            if !rows.is_empty() {
+                let share_of_batch;
+                let local = if replica.world == 1 {
+                    &batch
+                } else {
+                    share_of_batch = batch.rows(rows.clone());
+                    &share_of_batch
+                };
+                let input = input_of::<AB>(local, device);
+                let labels: Vec<i64> = labels[rows].iter().map(|&l| l as i64).collect();
+                let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), device);
+                let logits = model.forward(input);
+                let loss = classification_loss(logits, Labels::Classes(labels), &loss_options)
+                    .mul_scalar(share);
+                // The last step of an epoch may hold fewer micro-batches; HF divides by
+                // the accumulation count all the same.
+                let scaled = loss.clone().div_scalar(config.grad_accum as f64);
+                let loss_value: f64 = loss.into_scalar().elem();
+                grads.add::<AB, _>(&model, &scaled.backward());
+                step_loss += loss_value;
             }
-            grads.add::<AB, _>(&model, &scaled.backward());
-            step_loss += loss_value;
             sequences_total += batch.batch_size;
             window.1 += batch.batch_size;
             state.batch_in_epoch += 1;
@@ -734,6 +812,19 @@ pub fn train<AB: AutodiffBackend>(
                 continue;
             }
             let micro_in_step = (micro % config.grad_accum) + 1;
+            if replica.world > 1 {
+                let started = Instant::now();
+                let flat = grads.flatten(&params, &[step_loss as f32], device);
+                let summed = replica.sum(flat)?;
+                step_loss = grads.unflatten(summed, &params)[0] as f64;
+                all_reduce_seconds += started.elapsed().as_secs_f64();
+            }
+            if !step_loss.is_finite() {
+                bail!(
+                    "loss is {step_loss} at step {}: lower the learning rate",
+                    state.global_step + 1
+                );
+            }
             let lr = linear_schedule(config.lr, state.global_step, warmup_steps, total_steps);
             let grad_norm = grads.clip_global_norm(config.max_grad_norm);
             model = opt.step::<AB, _>(model, lr, &mut grads);
@@ -753,12 +844,21 @@ pub fn train<AB: AutodiffBackend>(
                 let secs = window.0.elapsed().as_secs_f64().max(1e-9);
                 let speed = window.1 as f64 / secs;
                 let avg = window.2 / window.3.max(1) as f64;
-                log.write(serde_json::json!({
-                    "step": state.global_step, "epoch": epoch_f, "loss": avg, "lr": lr,
-                    "grad_norm": grad_norm, "sequences_per_second": speed,
-                    "elapsed_seconds": started.elapsed().as_secs_f64(),
-                }))?;
-                if bar.is_none() {
+                if let Some(log) = &mut log {
+                    let mut line = serde_json::json!({
+                        "step": state.global_step, "epoch": epoch_f, "loss": avg, "lr": lr,
+                        "grad_norm": grad_norm, "sequences_per_second": speed,
+                        "elapsed_seconds": started.elapsed().as_secs_f64(),
+                    });
+                    if replica.world > 1 {
+                        // Seconds per step spent summing gradients with the other replicas.
+                        line["all_reduce_seconds"] =
+                            (all_reduce_seconds / window.3.max(1) as f64).into();
+                    }
+                    log.write(line)?;
+                }
+                all_reduce_seconds = 0.0;
+                if bar.is_none() && main {
                     tracing::info!("step {}/{} epoch {epoch_f:.2} loss {avg:.4} lr {lr:.2e} grad_norm {grad_norm:.3} {speed:.1} seq/s", state.global_step, total_steps);
                 }
                 window = (Instant::now(), 0, 0.0, 0);
@@ -804,12 +904,15 @@ pub fn train<AB: AutodiffBackend>(
                     );
                     match &bar {
                         Some(bar) => bar.println(line),
-                        None => tracing::info!("{line}"),
+                        None if main => tracing::info!("{line}"),
+                        None => {}
                     }
-                    log.write(serde_json::json!({
-                        "step": state.global_step, "epoch": epoch_f, "eval": m,
-                        "elapsed_seconds": started.elapsed().as_secs_f64(),
-                    }))?;
+                    if let Some(log) = &mut log {
+                        log.write(serde_json::json!({
+                            "step": state.global_step, "epoch": epoch_f, "eval": m,
+                            "elapsed_seconds": started.elapsed().as_secs_f64(),
+                        }))?;
+                    }
                     if let Some(target) = config.stop_at {
                         let reached = if higher_is_better(&config.metric) {
                             value >= target
@@ -827,7 +930,7 @@ pub fn train<AB: AutodiffBackend>(
                 Some(n) => state.global_step % n == 0,
                 None => eval_due,
             } || last;
-            if save_due || improved {
+            if main && (save_due || improved) {
                 save_checkpoint::<AB>(
                     out,
                     &model,
@@ -864,6 +967,20 @@ pub fn train<AB: AutodiffBackend>(
         bar.finish_and_clear();
     }
     let train_seconds = started.elapsed().as_secs_f64();
+    replica.leave::<AB::InnerBackend>();
+    if !main {
+        // The checkpoints, and so the best weights, are replica 0's to keep.
+        return Ok(TrainSummary {
+            train_examples,
+            steps: state.global_step,
+            early_stopped,
+            best_step: state.best_step,
+            dev: None,
+            test: None,
+            train_sequences_per_second: sequences_total as f64 / train_seconds.max(1e-9),
+            train_seconds,
+        });
+    }
 
     // Keep the best weights, as HF's load_best_model_at_end.
     if let Some(best) = state.best_step {
@@ -907,4 +1024,61 @@ pub fn train<AB: AutodiffBackend>(
         tracing::warn!("plots not written: {e:#}");
     }
     Ok(summary)
+}
+
+/// Replica 0's weights on every replica: each adds its own (replica 0) or zeros
+/// (the others) in one all-reduce. Replicas in one process would otherwise draw
+/// a new head from one shared random generator in turn, and differ.
+fn same_weights_as_main<AB: AutodiffBackend>(
+    model: BertForSequenceClassification<AB>,
+    replica: &Replica,
+) -> Result<BertForSequenceClassification<AB>> {
+    let mut values = Vec::new();
+    model.visit(&mut CollectWeights {
+        values: &mut values,
+        keep: replica.is_main(),
+    });
+    let sizes: Vec<usize> = values.iter().map(|v| v.dims()[0]).collect();
+    let summed = replica.sum(Tensor::cat(values, 0))?;
+    let mut at = 0;
+    let mut parts = Vec::with_capacity(sizes.len());
+    for n in sizes {
+        parts.push(summed.clone().slice(at..at + n));
+        at += n;
+    }
+    Ok(model.map(&mut ReplaceWeights {
+        parts: parts.into_iter(),
+    }))
+}
+
+struct CollectWeights<'a, B: Backend> {
+    values: &'a mut Vec<Tensor<B, 1>>,
+    keep: bool,
+}
+
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for CollectWeights<'_, AB::InnerBackend> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        let w = param.val().inner();
+        let n = w.shape().num_elements();
+        let w = w.reshape([n]);
+        self.values.push(if self.keep { w } else { w.zeros_like() });
+    }
+}
+
+struct ReplaceWeights<B: Backend> {
+    parts: std::vec::IntoIter<Tensor<B, 1>>,
+}
+
+impl<AB: AutodiffBackend> ModuleMapper<AB> for ReplaceWeights<AB::InnerBackend> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let shape = tensor.dims();
+        let require_grad = tensor.is_require_grad();
+        let flat = self.parts.next().expect("one part per parameter");
+        let mut value = Tensor::<AB, D>::from_inner(flat.reshape(shape));
+        if require_grad {
+            value = value.require_grad();
+        }
+        Param::from_mapped_value(id, value, mapper)
+    }
 }
