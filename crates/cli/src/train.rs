@@ -358,14 +358,22 @@ fn run_data_parallel(args: &TrainArgs) -> Result<()> {
                             args, &device, replica
                         ))
                     };
-                    if replica.is_main() {
+                    let result = if replica.is_main() {
                         run()
                     } else {
                         tracing::subscriber::with_default(
                             tracing::subscriber::NoSubscriber::default(),
                             run,
                         )
+                    };
+                    // The other replicas would wait for this one forever (in
+                    // burn-collective's register or all-reduce): end the process.
+                    // Checkpoints and outputs are written atomically.
+                    if let Err(e) = &result {
+                        eprintln!("error: replica {}: {e:#}", replica.rank);
+                        std::process::exit(1);
                     }
+                    result
                 })
             })
             .collect();

@@ -751,6 +751,31 @@ fn two_nodes_on_loopback_train_the_weights_of_one_process() {
     a.extend(["--devices".into(), "cpu,cpu".into()]);
     zhbert_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
     trained_alike(&devices, &single, &model);
+
+    // A replica that fails (here replica 0: the folder holds a finished run)
+    // ends the process with one line, instead of leaving the other waiting for it.
+    let mut again = Command::new(env!("CARGO_BIN_EXE_zhbert"))
+        .args(&a)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = again.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed().as_secs() > 60 {
+            again.kill().unwrap();
+            panic!("a failed replica left the process hanging");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stderr = std::io::read_to_string(again.stderr.take().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("already holds checkpoints"), "{stderr}");
 }
 
 /// Data-parallel output `parallel` against `single`'s, both trained 20 steps
