@@ -132,10 +132,7 @@ fn main() {
             Ok(())
         }
         #[cfg(feature = "collective")]
-        Command::Orchestrator { port } => {
-            eprintln!("orchestrator for data-parallel nodes listening on port {port} (ws://THIS-HOST:{port}); Ctrl-C stops it");
-            zhbert_train::run_orchestrator(port)
-        }
+        Command::Orchestrator { port } => zhbert_train::run_orchestrator(port),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, no backtrace.

@@ -736,6 +736,10 @@ fn two_nodes_on_loopback_train_the_weights_of_one_process() {
         );
     }
     let mut orchestrator = children.remove(0);
+    // A second orchestrator on the same port says so (burn-collective only logs it).
+    let port_arg = port.to_string();
+    let busy = fails_with_one_line(&["orchestrator", "--port", &port_arg]);
+    assert!(busy.contains("cannot listen on port"), "{busy}");
     wait_all(&mut children, std::time::Duration::from_secs(300));
     orchestrator.kill().unwrap();
     orchestrator.wait().unwrap();
@@ -754,8 +758,16 @@ fn two_nodes_on_loopback_train_the_weights_of_one_process() {
 
     // A replica that fails (here replica 0: the folder holds a finished run)
     // ends the process with one line, instead of leaving the other waiting for it.
-    let mut again = Command::new(env!("CARGO_BIN_EXE_zhbert"))
-        .args(&a)
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    let stderr = fails_with_one_line(&refs);
+    assert!(stderr.contains("already holds checkpoints"), "{stderr}");
+}
+
+/// Runs zhbert, which must end within a minute with exit code 1 and one line
+/// on stderr (returned): a hang fails the test instead of stalling it.
+fn fails_with_one_line(args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zhbert"))
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -763,19 +775,19 @@ fn two_nodes_on_loopback_train_the_weights_of_one_process() {
         .unwrap();
     let started = std::time::Instant::now();
     let status = loop {
-        if let Some(status) = again.try_wait().unwrap() {
+        if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
         if started.elapsed().as_secs() > 60 {
-            again.kill().unwrap();
-            panic!("a failed replica left the process hanging");
+            child.kill().unwrap();
+            panic!("{args:?} did not end");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    let stderr = std::io::read_to_string(again.stderr.take().unwrap()).unwrap();
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("already holds checkpoints"), "{stderr}");
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    stderr
 }
 
 /// Data-parallel output `parallel` against `single`'s, both trained 20 steps

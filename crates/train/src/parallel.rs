@@ -223,6 +223,10 @@ fn port_of(address: &str) -> Result<u16> {
 /// stopped: the meeting point of the nodes of a multi-node run.
 #[cfg(feature = "collective")]
 pub fn run_orchestrator(port: u16) -> Result<()> {
+    // burn-collective only logs a port it cannot listen on, and returns.
+    std::net::TcpListener::bind(("0.0.0.0", port))
+        .with_context(|| format!("orchestrator: cannot listen on port {port}"))?;
+    tracing::info!("orchestrator for data-parallel nodes listening on port {port} (ws://THIS-HOST:{port}); Ctrl-C stops it");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
