@@ -793,8 +793,10 @@ pub fn train_replica<AB: AutodiffBackend>(
                 let labels: Vec<i64> = labels[rows].iter().map(|&l| l as i64).collect();
                 let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), device);
                 let logits = model.forward(input);
-                let loss = classification_loss(logits, Labels::Classes(labels), &loss_options)
-                    .mul_scalar(share);
+                let mut loss = classification_loss(logits, Labels::Classes(labels), &loss_options);
+                if replica.world > 1 {
+                    loss = loss.mul_scalar(share);
+                }
                 // The last step of an epoch may hold fewer micro-batches; HF divides by
                 // the accumulation count all the same.
                 let scaled = loss.clone().div_scalar(config.grad_accum as f64);
