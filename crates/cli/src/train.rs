@@ -13,7 +13,7 @@ use zhbert_data::{
 };
 use zhbert_model::{
     load_classifier, load_masked_lm, save_safetensors, BertConfig, BertForSequenceClassification,
-    LoadOptions,
+    LoadOptions, Precision,
 };
 use zhbert_tokenizer::BertTokenizer;
 use zhbert_train::{
@@ -114,6 +114,15 @@ pub struct TrainArgs {
     /// Log every N steps when not on a terminal.
     #[arg(long)]
     log_every: Option<usize>,
+    /// Float type of matmuls and attention: fp32, bf16 or f16 (mixed precision:
+    /// fp32 master weights, optimizer state, softmax, LayerNorm and loss; f16
+    /// scales the loss dynamically). Needs flex, wgpu or cuda; pretraining
+    /// (--pretrain-epochs) stays fp32.
+    #[arg(long)]
+    precision: Option<Precision>,
+    /// f16's first loss scale (default 65536, as torch's GradScaler).
+    #[arg(long)]
+    initial_loss_scale: Option<f64>,
     /// Read the training file again every epoch instead of holding it in memory
     /// (for files larger than memory; needs --dev).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -205,6 +214,8 @@ impl TrainArgs {
                 label_smoothing,
                 log_every,
                 group_by_length,
+                precision,
+                initial_loss_scale,
                 pretrain_epochs,
                 streaming,
                 shuffle_buffer
@@ -232,13 +243,15 @@ impl TrainArgs {
             metric,
             label_smoothing,
             log_every,
-            group_by_length
+            group_by_length,
+            precision
         );
         c.max_steps = self.max_steps.or(c.max_steps);
         c.eval_every = self.eval_every.or(c.eval_every);
         c.save_every = self.save_every.or(c.save_every);
         c.patience = self.patience.or(c.patience);
         c.stop_at = self.stop_at.or(c.stop_at);
+        c.initial_loss_scale = self.initial_loss_scale.or(c.initial_loss_scale);
         if let Some(w) = &self.warmup {
             c.warmup = Warmup::parse(w)?;
         }

@@ -15,6 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::config::{BertConfig, HiddenAct};
+use crate::precision::{linear, to_compute};
 
 /// Added to the attention scores of padding positions. Large enough that their
 /// softmax weight is exactly 0 in f32, small enough to stay finite in f16.
@@ -193,22 +194,29 @@ impl<B: Backend> BertSelfAttention<B> {
     ) -> Tensor<B, 2> {
         let [tokens, h] = x.dims();
         let l = tokens / batch;
+        // The residual stream's type: scores return to it for the softmax, and
+        // the output for the residual sum (a no-op outside autocast).
+        let full = x.dtype();
         let heads = |t: Tensor<B, 2>| {
             t.reshape([batch, l, self.num_heads, self.head_dim])
                 .swap_dims(1, 2)
         };
         let scale = (self.head_dim as f64).sqrt().recip();
         // Scaled before the product: q is head_dim/seq the size of the scores.
-        let q = heads(self.query.forward(x.clone()).mul_scalar(scale));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
+        let q = heads(linear(&self.query, x.clone()).mul_scalar(scale));
+        let k = heads(linear(&self.key, x.clone()));
+        let v = heads(linear(&self.value, x));
         // [b, heads, l, l]: one batched matmul for every head.
-        let mut scores = q.matmul(k.swap_dims(2, 3));
+        let mut scores = q.matmul(k.swap_dims(2, 3)).cast(full);
         if let Some(bias) = mask_bias {
             scores = scores + bias;
         }
-        let probs = self.dropout.forward(softmax(scores, 3));
-        probs.matmul(v).swap_dims(1, 2).reshape([tokens, h])
+        let probs = to_compute(self.dropout.forward(softmax(scores, 3)));
+        probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([tokens, h])
+            .cast(full)
     }
 }
 
@@ -233,8 +241,9 @@ impl<B: Backend> BertResidualOutput<B> {
 
     /// `LayerNorm(dropout(dense(x)) + residual)`, on `[..., features]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>, residual: Tensor<B, D>) -> Tensor<B, D> {
+        let projected = linear(&self.dense, x).cast(residual.dtype());
         self.layer_norm
-            .forward(self.dropout.forward(self.dense.forward(x)) + residual)
+            .forward(self.dropout.forward(projected) + residual)
     }
 }
 
@@ -306,7 +315,7 @@ impl<B: Backend> BertLayer<B> {
         let inner = self
             .intermediate
             .act
-            .forward(self.intermediate.dense.forward(x.clone()));
+            .forward(linear(&self.intermediate.dense, x.clone()));
         self.output.forward(inner, x).reshape([b, l, h])
     }
 }
@@ -329,8 +338,9 @@ impl<B: Backend> BertPooler<B> {
     /// `[batch, seq, hidden]` → `[batch, hidden]`.
     pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
         let [b, _, h] = hidden.dims();
+        let full = hidden.dtype();
         let cls = hidden.narrow(1, 0, 1).reshape([b, h]);
-        self.dense.forward(cls).tanh()
+        linear(&self.dense, cls).tanh().cast(full)
     }
 }
 
@@ -480,7 +490,8 @@ impl<B: Backend> BertForSequenceClassification<B> {
             .forward(input)
             .pooler_output
             .expect("a classification model has a pooler");
-        self.classifier.forward(self.dropout.forward(pooled))
+        let full = pooled.dtype();
+        linear(&self.classifier, self.dropout.forward(pooled)).cast(full)
     }
 
     /// Number of outputs of the head.
@@ -622,11 +633,17 @@ impl<B: Backend> BertForMaskedLM<B> {
     /// The prediction head on `[rows, hidden]` states: transform, then the decoder
     /// tied to the word embeddings.
     fn predict(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        let full = hidden.dtype();
         let t = &self.cls.predictions.transform;
-        let x = t.layer_norm.forward(t.act.forward(t.dense.forward(hidden)));
+        let x = t
+            .layer_norm
+            .forward(t.act.forward(linear(&t.dense, hidden)).cast(full));
         let decoder = self.bert.embeddings.word_embeddings.weight.val(); // [vocab, hidden]
         let vocab = decoder.dims()[0];
-        x.matmul(decoder.transpose()) + self.cls.predictions.bias.val().reshape([1, vocab])
+        let logits = to_compute(x)
+            .matmul(to_compute(decoder.transpose()))
+            .cast(full);
+        logits + self.cls.predictions.bias.val().reshape([1, vocab])
     }
 
     /// HF's MLM loss: cross entropy over positions whose label is not -100.

@@ -39,10 +39,12 @@
 //! | [`config`] | `config.json` ([`BertConfig`]) |
 //! | [`bert`] | the model, one file, named like HF's keys |
 //! | [`checkpoint`] | import and export of HF weights, [`LoadReport`] |
+//! | [`precision`] | mixed precision: matmuls in bf16 or f16 inside [`autocast`] |
 
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod precision;
 
 pub use bert::{
     classification_loss, cross_entropy, BertForMaskedLM, BertForSequenceClassification, BertInput,
@@ -54,6 +56,7 @@ pub use checkpoint::{
     LoadReport,
 };
 pub use config::{BertConfig, HiddenAct, ProblemType};
+pub use precision::{autocast, Precision};
 
 use std::path::{Path, PathBuf};
 

@@ -74,3 +74,14 @@ fn flex_and_ndarray_agree_within_1e_4() {
 fn wgpu_agrees_with_flex_within_1e_3() {
     agrees_with_flex_and_pytorch::<burn::backend::Wgpu>("wgpu", 1e-3);
 }
+
+/// `--precision bf16|f16` is refused up front where the backend has no half
+/// types, rather than failing inside the first matmul.
+#[test]
+fn half_precision_is_known_to_flex_and_not_to_ndarray() {
+    for p in [Precision::Bf16, Precision::F16] {
+        assert!(p.supported::<Flex>(&Default::default()), "{p}");
+        assert!(!p.supported::<NdArray>(&Default::default()), "{p}");
+    }
+    assert!(Precision::Fp32.supported::<NdArray>(&Default::default()));
+}

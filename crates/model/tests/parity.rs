@@ -20,7 +20,7 @@ fn tiny_dir() -> std::path::PathBuf {
 
 fn input<Bk: Backend>(e: &Expected, device: &Bk::Device) -> BertInput<Bk> {
     BertInput {
-        input_ids: e.int_tensor(&"input_ids", device),
+        input_ids: e.int_tensor("input_ids", device),
         token_type_ids: Some(e.int_tensor("token_type_ids", device)),
         attention_mask: Some(e.int_tensor("attention_mask", device)),
     }
@@ -142,28 +142,31 @@ impl ModuleVisitor<AB> for Grads<'_> {
     }
 }
 
-#[test]
-fn gradients_of_every_parameter_match_pytorch() {
-    let e = Expected::open(tiny_dir().join("expected.safetensors"));
+/// One forward and backward pass of the tiny classifier.
+struct TinyRun {
+    logits: Vec<f32>,
+    /// The loss on the fixture's labels (one value).
+    loss: Vec<f32>,
+    /// Every parameter's gradient by HF name, in PyTorch's layout.
+    grads: Vec<(String, Vec<f32>)>,
+}
+
+/// The tiny classifier without dropout (PyTorch ran it in eval mode), with its
+/// matmuls in `precision`.
+fn tiny_gradients(e: &Expected, precision: Precision) -> TinyRun {
     let mut config = BertConfig::from_file(tiny_dir().join("config.json")).unwrap();
-    // PyTorch computed them in eval mode: no dropout.
     config.hidden_dropout_prob = 0.0;
     config.attention_probs_dropout_prob = 0.0;
     let device = Default::default();
     let mut model = config.init_classifier::<AB>(&device);
     load_weights_file(&mut model, &tiny_dir().join("model.safetensors")).unwrap();
-    let logits = model.forward(input(&e, &device));
+    let logits = autocast(precision, || model.forward(input(e, &device)));
     let loss = classification_loss(
-        logits,
+        logits.clone(),
         Labels::Classes(e.int_tensor("labels", &device)),
         &CrossEntropyOptions::default(),
     );
-    assert_close(
-        "loss (autodiff)",
-        &to_vec(loss.clone()),
-        &e.f32("loss"),
-        1e-5,
-    );
+    let loss_value = to_vec(loss.clone());
     let grads = loss.backward();
     let mut visitor = Grads {
         grads: &grads,
@@ -171,28 +174,46 @@ fn gradients_of_every_parameter_match_pytorch() {
         out: vec![],
     };
     model.visit(&mut visitor);
+    TinyRun {
+        logits: to_vec(logits),
+        loss: loss_value,
+        grads: visitor.out,
+    }
+}
+
+/// `‖got − want‖ / ‖want‖`.
+fn relative_error(got: &[f32], want: &[f32]) -> f32 {
+    let diff: f32 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f32>()
+        .sqrt();
+    let norm: f32 = want.iter().map(|b| b * b).sum::<f32>().sqrt();
+    diff / norm.max(1e-12)
+}
+
+/// Analytically zero: adding b to every key adds q·b to a whole row of
+/// scores, which softmax ignores. Both sides hold rounding noise only.
+fn is_key_bias(name: &str) -> bool {
+    name.ends_with("attention.self.key.bias")
+}
+
+#[test]
+fn gradients_of_every_parameter_match_pytorch() {
+    let e = Expected::open(tiny_dir().join("expected.safetensors"));
+    let TinyRun { loss, grads, .. } = tiny_gradients(&e, Precision::Fp32);
+    assert_close("loss (autodiff)", &loss, &e.f32("loss"), 1e-5);
     let expected: Vec<String> = e
         .names()
         .into_iter()
         .filter(|n| n.starts_with("grad."))
         .collect();
-    assert_eq!(
-        visitor.out.len(),
-        expected.len(),
-        "one gradient per parameter"
-    );
-    for (name, got) in visitor.out {
+    assert_eq!(grads.len(), expected.len(), "one gradient per parameter");
+    for (name, got) in grads {
         let want = e.f32(&format!("grad.{name}"));
-        let diff: f32 = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).powi(2))
-            .sum::<f32>()
-            .sqrt();
         let norm: f32 = want.iter().map(|b| b * b).sum::<f32>().sqrt();
-        if name.ends_with("attention.self.key.bias") {
-            // Analytically zero: adding b to every key adds q·b to a whole row of
-            // scores, which softmax ignores. Both sides hold rounding noise only.
+        if is_key_bias(&name) {
             let ours: f32 = got.iter().map(|a| a * a).sum::<f32>().sqrt();
             assert!(
                 ours < 1e-5 && norm < 1e-5,
@@ -200,12 +221,64 @@ fn gradients_of_every_parameter_match_pytorch() {
             );
             continue;
         }
-        let rel = diff / norm.max(1e-12);
         assert!(
             norm > 1e-5,
             "{name}: a near-zero reference gradient proves nothing"
         );
+        let rel = relative_error(&got, &want);
         assert!(rel <= 1e-4, "{name}: relative gradient error {rel:e}");
+    }
+}
+
+/// zhbert's `autocast` against PyTorch's `torch.autocast` on the same model
+/// (`tests/fixtures/make_autocast.py`). The two cannot round at exactly the
+/// same points, so each is measured by its distance from the fp32 reference:
+/// zhbert's must be of the size PyTorch's is (within 3x), and not close to
+/// zero, which would mean the half type was never used.
+#[test]
+fn autocast_errors_are_those_of_pytorch_autocast() {
+    let e = Expected::open(tiny_dir().join("expected.safetensors"));
+    let torch = Expected::open(tiny_dir().join("autocast.safetensors"));
+    let fp32_error = max_abs_diff(
+        &tiny_gradients(&e, Precision::Fp32).logits,
+        &e.f32("logits"),
+    );
+    for precision in [Precision::Bf16, Precision::F16] {
+        let TinyRun {
+            logits,
+            loss,
+            grads,
+        } = tiny_gradients(&e, precision);
+        let ours = max_abs_diff(&logits, &e.f32("logits"));
+        let theirs = max_abs_diff(&torch.f32(&format!("logits.{precision}")), &e.f32("logits"));
+        eprintln!("{precision}: logits off fp32 by {ours:e} (PyTorch autocast {theirs:e}, zhbert fp32 {fp32_error:e})");
+        assert!(
+            ours > 10.0 * fp32_error && ours > theirs / 3.0,
+            "{precision}: logits as exact as fp32 ({ours:e}): no half-precision matmul ran"
+        );
+        assert!(
+            ours <= 3.0 * theirs,
+            "{precision}: logits off by {ours:e}, PyTorch's autocast by {theirs:e}"
+        );
+        let loss_ours = (loss[0] - e.f32("loss")[0]).abs();
+        let loss_theirs = (torch.f32(&format!("loss.{precision}"))[0] - e.f32("loss")[0]).abs();
+        assert!(
+            loss_ours <= 3.0 * loss_theirs.max(1e-4),
+            "{precision}: loss off by {loss_ours:e}, PyTorch's by {loss_theirs:e}"
+        );
+        for (name, got) in grads {
+            if is_key_bias(&name) {
+                continue;
+            }
+            let want = e.f32(&format!("grad.{name}"));
+            let ours = relative_error(&got, &want);
+            let theirs = relative_error(&torch.f32(&format!("grad.{precision}.{name}")), &want);
+            eprintln!("  {name}: gradient error {ours:.2e} (PyTorch {theirs:.2e})");
+            assert!(
+                ours <= 3.0 * theirs.max(1e-3),
+                "{precision} {name}: gradient off by {ours:e} relative, PyTorch's autocast by {theirs:e}"
+            );
+        }
     }
 }
 

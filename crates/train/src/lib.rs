@@ -47,7 +47,7 @@ pub mod trainer;
 
 pub use inference::{classify, logits_of, InferenceOptions, Prediction};
 pub use metrics::{ClassMetrics, EvalMetrics};
-pub use optim::{AdamW, AdamWConfig, GradAccumulator};
+pub use optim::{AdamW, AdamWConfig, GradAccumulator, LossScaler};
 pub use parallel::Replica;
 #[cfg(feature = "collective")]
 pub use parallel::{run_orchestrator, Nodes, Topology};

@@ -14,6 +14,50 @@ use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, P
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 
+/// Dynamic loss scaling for f16 training, as `torch.amp.GradScaler` does it:
+/// the loss is multiplied by `scale` before the backward pass so that small
+/// gradients do not underflow f16, the gradients are divided by it before the
+/// step, and a step whose gradients overflowed is skipped and the scale halved;
+/// after [`LossScaler::GROWTH_INTERVAL`] good steps in a row it doubles.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossScaler {
+    /// The factor the loss is multiplied by (a power of two: scaling is exact).
+    pub scale: f64,
+    /// Steps in a row whose gradients were finite.
+    pub good_steps: usize,
+}
+
+impl LossScaler {
+    /// GradScaler's initial scale, 2^16.
+    pub const INIT: f64 = 65536.0;
+    /// GradScaler's `growth_interval`.
+    pub const GROWTH_INTERVAL: usize = 2000;
+
+    /// A scaler at `scale`.
+    pub fn new(scale: f64) -> Self {
+        Self {
+            scale,
+            good_steps: 0,
+        }
+    }
+
+    /// Records whether a step's gradients were finite, adjusts the scale, and
+    /// says whether the step may be taken.
+    pub fn update(&mut self, finite: bool) -> bool {
+        if finite {
+            self.good_steps += 1;
+            if self.good_steps == Self::GROWTH_INTERVAL {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+        } else {
+            self.scale /= 2.0;
+            self.good_steps = 0;
+        }
+        finite
+    }
+}
+
 /// AdamW hyperparameters (torch's defaults, HF's lr).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
@@ -142,6 +186,19 @@ impl<B: Backend> GradAccumulator<B> {
     /// Whether any gradient has been added since the last step.
     pub fn is_empty(&self) -> bool {
         self.grads.is_empty()
+    }
+
+    /// Drops the gradients (after a step, or instead of one).
+    pub fn clear(&mut self) {
+        self.grads.clear();
+        self.order.clear();
+    }
+
+    /// Multiplies every gradient by `factor` (undoing a loss scale).
+    pub fn scale(&mut self, factor: f64) {
+        for g in self.grads.values_mut() {
+            *g = g.clone().mul_scalar(factor);
+        }
     }
 
     /// The gradients of `params` (id and number of elements, in a fixed order),
@@ -322,8 +379,7 @@ impl<B: Backend> AdamW<B> {
             lr,
         };
         let model = model.map(&mut update);
-        grads.grads.clear();
-        grads.order.clear();
+        grads.clear();
         model
     }
 

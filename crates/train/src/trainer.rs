@@ -23,8 +23,8 @@ use zhbert_data::{
     epoch_batches, stream_batches, EncodedDataset, StreamOptions, StreamedBatch, StreamingDataset,
 };
 use zhbert_model::{
-    classification_loss, save_classifier, BertConfig, BertForSequenceClassification,
-    CrossEntropyOptions, Labels,
+    autocast, classification_loss, save_classifier, BertConfig, BertForSequenceClassification,
+    CrossEntropyOptions, Labels, Precision,
 };
 use zhbert_tokenizer::{Batch, BertTokenizer};
 
@@ -32,7 +32,7 @@ use crate::inference::{argmax, input_of, logits_of};
 use crate::metrics::{higher_is_better, EvalMetrics};
 use crate::optim::{
     linear_schedule, param_paths, read_f32_tensors, write_f32_tensors, AdamW, AdamWConfig,
-    GradAccumulator,
+    GradAccumulator, LossScaler,
 };
 use crate::parallel::Replica;
 
@@ -121,6 +121,11 @@ pub struct TrainConfig {
     pub group_by_length: bool,
     /// Log every N optimizer steps when not on a terminal.
     pub log_every: usize,
+    /// The float type of matmuls and attention (fp32 master weights and
+    /// optimizer state whatever it is); f16 scales the loss dynamically.
+    pub precision: Precision,
+    /// f16's first loss scale (`None`: [`LossScaler::INIT`], 2^16).
+    pub initial_loss_scale: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -146,6 +151,8 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             group_by_length: false,
             log_every: 50,
+            precision: Precision::Fp32,
+            initial_loss_scale: None,
         }
     }
 }
@@ -164,6 +171,11 @@ impl TrainConfig {
                 "metric {:?}: accuracy, macro_f1, micro_f1 or loss",
                 self.metric
             );
+        }
+        if let Some(scale) = self.initial_loss_scale {
+            if !(scale.is_finite() && scale > 0.0) {
+                bail!("initial loss scale {scale}: a positive number");
+            }
         }
         if let Some(ClassWeights::Auto(s)) = &self.class_weights {
             if s != "auto" {
@@ -194,6 +206,12 @@ pub struct TrainerState {
     pub evals_without_improvement: usize,
     /// The configuration the run was started with.
     pub config: Option<TrainConfig>,
+    /// f16 training's loss scale.
+    #[serde(default)]
+    pub loss_scaler: Option<LossScaler>,
+    /// Steps skipped because their f16 gradients overflowed.
+    #[serde(default)]
+    pub skipped_steps: usize,
 }
 
 /// What a finished run reports.
@@ -546,7 +564,9 @@ fn load_checkpoint<AB: AutodiffBackend>(
         );
     }
     let tensors = read_f32_tensors(&dir.join("optimizer.safetensors"))?;
-    opt.load_state::<AB, _>(model, &tensors, state.global_step, &device.clone())
+    // AdamW's bias correction counts the steps it took, not the skipped ones.
+    let steps_taken = state.global_step - state.skipped_steps;
+    opt.load_state::<AB, _>(model, &tensors, steps_taken, &device.clone())
         .with_context(|| format!("{}: optimizer.safetensors", dir.display()))?;
     Ok(state)
 }
@@ -627,6 +647,13 @@ pub fn train_replica<AB: AutodiffBackend>(
     replica: &Replica,
 ) -> Result<TrainSummary> {
     config.validate()?;
+    if !config.precision.supported::<AB>(device) {
+        bail!(
+            "--precision {p}: the {} backend has no {p} tensors; use --precision fp32, or the flex, wgpu or cuda backend",
+            AB::name(device),
+            p = config.precision
+        );
+    }
     let main = replica.is_main();
     if main {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -691,6 +718,15 @@ pub fn train_replica<AB: AutodiffBackend>(
     } else if main {
         check_fresh_output(out)?;
     }
+    // f16 needs its loss scaled; a resumed run keeps the scale it had reached.
+    state.loss_scaler = match config.precision {
+        Precision::F16 => state.loss_scaler.or_else(|| {
+            Some(LossScaler::new(
+                config.initial_loss_scale.unwrap_or(LossScaler::INIT),
+            ))
+        }),
+        _ => None,
+    };
     replica.join::<AB::InnerBackend>(device)?;
     replica.agree_on_step::<AB::InnerBackend>(state.global_step, device)?;
     if replica.world > 1 {
@@ -734,14 +770,16 @@ pub fn train_replica<AB: AutodiffBackend>(
     let mut early_stopped = false;
     let mut target_reached = false;
     let eval_model = |model: &BertForSequenceClassification<AB>, set: &EncodedDataset| {
-        evaluate(
-            &model.valid(),
-            tokenizer,
-            set,
-            &data.labels,
-            config.batch_size.max(32),
-            device,
-        )
+        autocast(config.precision, || {
+            evaluate(
+                &model.valid(),
+                tokenizer,
+                set,
+                &data.labels,
+                config.batch_size.max(32),
+                device,
+            )
+        })
     };
 
     'epochs: while state.epoch < config.epochs && state.global_step < total_steps {
@@ -792,14 +830,17 @@ pub fn train_replica<AB: AutodiffBackend>(
                 let input = input_of::<AB>(local, device);
                 let labels: Vec<i64> = labels[rows].iter().map(|&l| l as i64).collect();
                 let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), device);
-                let logits = model.forward(input);
+                let logits = autocast(config.precision, || model.forward(input));
                 let mut loss = classification_loss(logits, Labels::Classes(labels), &loss_options);
                 if replica.world > 1 {
                     loss = loss.mul_scalar(share);
                 }
                 // The last step of an epoch may hold fewer micro-batches; HF divides by
                 // the accumulation count all the same.
-                let scaled = loss.clone().div_scalar(config.grad_accum as f64);
+                let scaled = match state.loss_scaler {
+                    Some(s) => loss.clone().mul_scalar(s.scale / config.grad_accum as f64),
+                    None => loss.clone().div_scalar(config.grad_accum as f64),
+                };
                 let loss_value: f64 = loss.into_scalar().elem();
                 grads.add::<AB, _>(&model, &scaled.backward());
                 step_loss += loss_value;
@@ -828,8 +869,24 @@ pub fn train_replica<AB: AutodiffBackend>(
                 );
             }
             let lr = linear_schedule(config.lr, state.global_step, warmup_steps, total_steps);
+            if let Some(s) = state.loss_scaler {
+                grads.scale(s.scale.recip());
+            }
             let grad_norm = grads.clip_global_norm(config.max_grad_norm);
-            model = opt.step::<AB, _>(model, lr, &mut grads);
+            let finite = grad_norm.is_finite();
+            if state.loss_scaler.as_mut().is_none_or(|s| s.update(finite)) {
+                model = opt.step::<AB, _>(model, lr, &mut grads);
+            } else {
+                // f16 overflowed somewhere in the backward pass: GradScaler's
+                // answer is to drop the step and retry at half the scale.
+                grads.clear();
+                state.skipped_steps += 1;
+                tracing::debug!(
+                    "step {}: f16 gradients overflowed; skipped, loss scale now {}",
+                    state.global_step + 1,
+                    state.loss_scaler.map_or(1.0, |s| s.scale)
+                );
+            }
             state.global_step += 1;
             let mean_loss = step_loss / micro_in_step as f64;
             step_loss = 0.0;
@@ -852,6 +909,10 @@ pub fn train_replica<AB: AutodiffBackend>(
                         "grad_norm": grad_norm, "sequences_per_second": speed,
                         "elapsed_seconds": started.elapsed().as_secs_f64(),
                     });
+                    if let Some(s) = state.loss_scaler {
+                        line["loss_scale"] = s.scale.into();
+                        line["skipped_steps"] = state.skipped_steps.into();
+                    }
                     if replica.world > 1 {
                         // Seconds per step spent summing gradients with the other replicas.
                         line["all_reduce_seconds"] =

@@ -7,8 +7,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor};
 use zhbert_model::{
-    classification_loss, load_classifier_with_config, load_weights_file, BertConfig, BertInput,
-    CrossEntropyOptions, Labels, LoadOptions,
+    autocast, classification_loss, load_classifier_with_config, load_weights_file, BertConfig,
+    BertInput, CrossEntropyOptions, Labels, LoadOptions, Precision,
 };
 use zhbert_testkit::{fixtures, minilm_dir};
 use zhbert_train::optim::{linear_schedule, param_paths, read_f32_tensors};
@@ -24,11 +24,18 @@ struct Reference {
 }
 
 fn reference() -> Reference {
+    reference_in("expected.json")
+}
+
+/// A run of the fixture: `expected.json` (fp32), or `autocast-<bf16|f16>.json`
+/// (the same run under `torch.autocast`, without learning rates).
+fn reference_in(file: &str) -> Reference {
     let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("train-parity/expected.json")).unwrap(),
+        &std::fs::read_to_string(fixtures().join("train-parity").join(file)).unwrap(),
     )
     .unwrap();
-    let floats = |k: &str| -> Vec<f64> { serde_json::from_value(expected[k].clone()).unwrap() };
+    let floats =
+        |k: &str| -> Vec<f64> { serde_json::from_value(expected[k].clone()).unwrap_or_default() };
     Reference {
         losses: floats("losses"),
         grad_norms: floats("grad_norms"),
@@ -40,6 +47,7 @@ fn reference() -> Reference {
 /// the model after them, and each step's (mean loss, grad norm, lr).
 fn train_steps<B: AutodiffBackend>(
     steps: usize,
+    precision: Precision,
     device: &B::Device,
 ) -> (
     zhbert_model::BertForSequenceClassification<B>,
@@ -83,7 +91,7 @@ fn train_steps<B: AutodiffBackend>(
             let (labels, _) = ints(&batches, &format!("labels.{m}"));
             let labels = Tensor::<B, 1, Int>::from_data(labels.as_slice(), device);
             let loss = classification_loss(
-                model.forward(input),
+                autocast(precision, || model.forward(input)),
                 Labels::Classes(labels),
                 &CrossEntropyOptions::default(),
             );
@@ -139,7 +147,7 @@ fn ints(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<i64>, Vec<usize>)
 
 #[test]
 fn twenty_steps_of_adamw_match_pytorch() {
-    let (model, trace) = train_steps::<AB>(20, &Default::default());
+    let (model, trace) = train_steps::<AB>(20, Precision::Fp32, &Default::default());
     // The issue asks for 1e-3; the implementation does much better, and
     // these bounds are set just above what it does.
     check_trace("flex", &trace, 1e-5, 1e-4);
@@ -162,6 +170,54 @@ fn twenty_steps_of_adamw_match_pytorch() {
         eprintln!("{name}: max abs diff {d:e}");
         // Leaving out weight decay would move layer.5.output.dense.weight by 9e-6.
         assert!(d < 5e-7, "{name}: final weights differ by {d:e}");
+    }
+}
+
+/// The 20 steps with matmuls in bf16 and in f16, against the same run under
+/// `torch.autocast` (`make_train_parity.py --autocast`). Rounding in half
+/// precision is not the same at every point on both sides, so each run is
+/// measured by how far it strays from the fp32 reference: zhbert's losses and
+/// grad norms must stray no more than 3 times as far as PyTorch's, and its
+/// grad norms must stray at all (more than the 1e-4 the fp32 run keeps to),
+/// or no half-precision matmul ran.
+#[test]
+fn twenty_steps_in_bf16_and_f16_stray_from_fp32_as_pytorch_autocast() {
+    let fp32 = reference();
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+    for precision in [Precision::Bf16, Precision::F16] {
+        let torch = reference_in(&format!("autocast-{precision}.json"));
+        let (_, trace) = train_steps::<AB>(20, precision, &Default::default());
+        let stray = |losses: &[f64], norms: &[f64]| {
+            let loss = (0..20)
+                .map(|s| rel(losses[s], fp32.losses[s]))
+                .fold(0.0, f64::max);
+            let norm = (0..20)
+                .map(|s| rel(norms[s], fp32.grad_norms[s]))
+                .fold(0.0, f64::max);
+            (loss, norm)
+        };
+        let ours = stray(
+            &trace.iter().map(|t| t.0).collect::<Vec<_>>(),
+            &trace.iter().map(|t| t.1).collect::<Vec<_>>(),
+        );
+        let theirs = stray(&torch.losses, &torch.grad_norms);
+        eprintln!(
+            "{precision}: largest relative distance from fp32: losses {:.2e} (PyTorch {:.2e}), grad norms {:.2e} (PyTorch {:.2e})",
+            ours.0, theirs.0, ours.1, theirs.1
+        );
+        assert!(
+            ours.0 <= 3.0 * theirs.0,
+            "{precision}: losses {ours:?} vs PyTorch {theirs:?}"
+        );
+        assert!(
+            ours.1 <= 3.0 * theirs.1,
+            "{precision}: grad norms {ours:?} vs PyTorch {theirs:?}"
+        );
+        assert!(
+            ours.1 > 1e-3,
+            "{precision}: grad norms as in fp32 ({:e})",
+            ours.1
+        );
     }
 }
 

@@ -1,13 +1,17 @@
-//! A run interrupted after a checkpoint and resumed ends with the same weights,
-//! bit for bit, as the run that was never interrupted (dropout on, shuffling on).
+//! The trainer end to end on a tiny model: a run interrupted after a checkpoint
+//! and resumed ends with the same weights, bit for bit, as the run that was never
+//! interrupted (dropout on, shuffling on); f16 training skips the steps whose
+//! gradients overflow and halves its loss scale, as torch's GradScaler.
 
 use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use zhbert_data::{encode_dataset, Dataset, Example};
-use zhbert_model::BertConfig;
+use zhbert_model::{BertConfig, Precision};
 use zhbert_tokenizer::{BertTokenizer, TokenizerConfig};
+use zhbert_train::optim::{read_f32_tensors, LossScaler};
+use zhbert_train::trainer::{list_checkpoints, TrainerState};
 use zhbert_train::{train, TrainConfig, TrainData};
 
 type AB = Autodiff<Flex>;
@@ -212,4 +216,73 @@ fn every_epoch_has_its_own_order() {
     // The same examples, in another order: the epoch means agree.
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!((mean(&losses[..5]) - mean(&losses[5..])).abs() < 1e-5);
+}
+
+/// An f16 run of `max_steps` from a loss scale of `initial_scale`: the state of
+/// its last checkpoint, and whether its weights there are still the initial ones.
+fn f16_run(initial_scale: f64, max_steps: usize) -> (TrainerState, bool) {
+    let out = tempfile::tempdir().unwrap();
+    let (tokenizer, config, data) = tiny_setup();
+    let device = Default::default();
+    AB::seed(&device, 1);
+    let model = config.init_classifier::<AB>(&device);
+    let initial = out.path().join("initial.safetensors");
+    zhbert_model::save_safetensors(&model, &initial).unwrap();
+    let train_config = TrainConfig {
+        max_steps: Some(max_steps),
+        epochs: 100,
+        batch_size: 8,
+        max_length: 16,
+        lr: 1e-3,
+        save_every: Some(max_steps),
+        precision: Precision::F16,
+        initial_loss_scale: Some(initial_scale),
+        group_by_length: false,
+        ..TrainConfig::default()
+    };
+    let train_out = out.path().join("run");
+    train::<AB>(
+        model,
+        &config,
+        &tokenizer,
+        &data,
+        &train_config,
+        &train_out,
+        false,
+        &device,
+    )
+    .unwrap();
+    let (_, last) = list_checkpoints(&train_out).pop().unwrap();
+    let state: TrainerState =
+        serde_json::from_str(&std::fs::read_to_string(last.join("trainer_state.json")).unwrap())
+            .unwrap();
+    let unchanged = read_f32_tensors(&initial).unwrap()
+        == read_f32_tensors(&last.join("model.safetensors")).unwrap();
+    (state, unchanged)
+}
+
+#[test]
+fn f16_steps_whose_gradients_overflow_are_skipped() {
+    let _serial = serial();
+    // Logit gradients of about 0.1 times 2^40 are far past f16's 65,504: every
+    // step overflows, is skipped, and halves the scale; the weights never move.
+    let (state, unchanged) = f16_run(2f64.powi(40), 3);
+    assert_eq!(state.global_step, 3);
+    assert_eq!(state.skipped_steps, 3);
+    assert_eq!(state.loss_scaler, Some(LossScaler::new(2f64.powi(37))));
+    assert!(unchanged, "a skipped step changed the weights");
+
+    // From there the scale halves until the gradients fit, then training goes
+    // on: some steps skipped, not all, and the scale is 2^40 halved once per
+    // skip (growth would need 2,000 good steps).
+    let (state, unchanged) = f16_run(2f64.powi(40), 40);
+    assert!(
+        state.skipped_steps > 3 && state.skipped_steps < 40,
+        "{state:?}"
+    );
+    let scaler = state.loss_scaler.unwrap();
+    assert_eq!(scaler.scale, 2f64.powi(40 - state.skipped_steps as i32));
+    // Steps in a row since the last skip (an overflow can recur near the edge).
+    assert!(scaler.good_steps > 0 && scaler.good_steps <= 40 - state.skipped_steps);
+    assert!(!unchanged, "no step was taken");
 }
