@@ -43,6 +43,7 @@ pub mod parallel;
 pub mod plots;
 pub mod presets;
 pub mod pretrain;
+pub mod teacher;
 pub mod trainer;
 
 pub use inference::{classify, logits_of, InferenceOptions, Prediction};

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,11 @@ pub struct TrainConfig {
     pub precision: Precision,
     /// f16's first loss scale (`None`: [`LossScaler::INIT`], 2^16).
     pub initial_loss_scale: Option<f64>,
+    /// Weight of distillation from a character n-gram teacher
+    /// ([`crate::teacher`]): the loss is `(1 - distill) · CE(labels) +
+    /// distill · CE(teacher's probabilities)`, the teacher's probabilities being
+    /// [`TrainData::soft_targets`]. 0: labels only.
+    pub distill: f64,
 }
 
 impl Default for TrainConfig {
@@ -153,6 +159,7 @@ impl Default for TrainConfig {
             log_every: 50,
             precision: Precision::Fp32,
             initial_loss_scale: None,
+            distill: 0.0,
         }
     }
 }
@@ -171,6 +178,9 @@ impl TrainConfig {
                 "metric {:?}: accuracy, macro_f1, micro_f1 or loss",
                 self.metric
             );
+        }
+        if !(0.0..=1.0).contains(&self.distill) {
+            bail!("distillation weight {}: between 0 and 1", self.distill);
         }
         if let Some(scale) = self.initial_loss_scale {
             if !(scale.is_finite() && scale > 0.0) {
@@ -258,6 +268,14 @@ impl From<EncodedDataset> for TrainSet {
     }
 }
 
+/// One batch of training: the padded inputs, their label ids, and (in
+/// memory) which training examples they are.
+struct TrainBatch {
+    batch: Batch,
+    labels: Vec<usize>,
+    examples: Option<Vec<usize>>,
+}
+
 /// One epoch's batches, in order.
 enum EpochBatches<'a> {
     Encoded(&'a EncodedDataset, std::vec::IntoIter<Vec<usize>>),
@@ -332,16 +350,28 @@ impl TrainSet {
 }
 
 impl EpochBatches<'_> {
-    /// The next padded batch and its labels.
-    fn next(&mut self, tokenizer: &BertTokenizer) -> Result<(Batch, Vec<usize>)> {
+    /// The next padded batch.
+    fn next(&mut self, tokenizer: &BertTokenizer) -> Result<TrainBatch> {
         match self {
             Self::Encoded(d, batches) => {
                 let indices = batches.next().context("epoch ended early")?;
-                Ok(d.batch(tokenizer, &indices)?)
+                let (batch, labels) = d.batch(tokenizer, &indices)?;
+                Ok(TrainBatch {
+                    batch,
+                    labels,
+                    examples: Some(indices),
+                })
             }
-            Self::Streaming(rx) => Ok(rx
-                .recv()
-                .context("the training file ended before the epoch (changed while training?)")??),
+            Self::Streaming(rx) => {
+                let (batch, labels) = rx.recv().context(
+                    "the training file ended before the epoch (changed while training?)",
+                )??;
+                Ok(TrainBatch {
+                    batch,
+                    labels,
+                    examples: None,
+                })
+            }
         }
     }
 }
@@ -356,6 +386,10 @@ pub struct TrainData {
     pub test: Option<EncodedDataset>,
     /// Label names.
     pub labels: Vec<String>,
+    /// Per training example, the class probabilities to distil
+    /// ([`crate::teacher::distillation_targets`]); needed when
+    /// [`TrainConfig::distill`] is above 0.
+    pub soft_targets: Option<Vec<Vec<f32>>>,
 }
 
 /// Evaluates a model on an encoded dataset.
@@ -666,6 +700,21 @@ pub fn train_replica<AB: AutodiffBackend>(
     if config.group_by_length && matches!(data.train, TrainSet::Streaming { .. }) {
         bail!("length grouping needs the training set in memory: it cannot be combined with streaming");
     }
+    let soft_targets = if config.distill > 0.0 {
+        if matches!(data.train, TrainSet::Streaming { .. }) {
+            bail!("distillation needs the training set in memory: it cannot be combined with streaming");
+        }
+        match &data.soft_targets {
+            Some(t) if t.len() == data.train.len() && t.iter().all(|p| p.len() == k) => Some(t),
+            _ => bail!(
+                "distillation weight {}: the trainer needs the teacher's probabilities of all {} training examples",
+                config.distill,
+                data.train.len()
+            ),
+        }
+    } else {
+        None
+    };
     let train_examples = data.train.len();
     let micro_per_epoch = train_examples.div_ceil(config.batch_size);
     let steps_per_epoch = micro_per_epoch.div_ceil(config.grad_accum);
@@ -802,7 +851,11 @@ pub fn train_replica<AB: AutodiffBackend>(
                         .wrapping_add((replica.rank as u64) << 32),
                 );
             }
-            let (batch, labels) = batches.next(tokenizer)?;
+            let TrainBatch {
+                batch,
+                labels,
+                examples,
+            } = batches.next(tokenizer)?;
             let rows = replica.rows(batch.batch_size);
             // This replica's share of the batch's loss: its rows' part of the
             // (class-weighted) row count, so that the replicas' losses add up to
@@ -828,12 +881,29 @@ pub fn train_replica<AB: AutodiffBackend>(
                     &share_of_batch
                 };
                 let input = input_of::<AB>(local, device);
-                let labels: Vec<i64> = labels[rows].iter().map(|&l| l as i64).collect();
+                let labels: Vec<i64> = labels[rows.clone()].iter().map(|&l| l as i64).collect();
                 let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), device);
                 let logits = autocast(config.precision, || model.forward(input));
-                let mut loss = classification_loss(logits, Labels::Classes(labels), &loss_options);
+                let mut loss =
+                    classification_loss(logits.clone(), Labels::Classes(labels), &loss_options);
                 if replica.world > 1 {
                     loss = loss.mul_scalar(share);
+                }
+                if let (Some(targets), Some(examples)) = (soft_targets, &examples) {
+                    let local: Vec<f32> = examples[rows.clone()]
+                        .iter()
+                        .flat_map(|&i| targets[i].iter().copied())
+                        .collect();
+                    let n = rows.len();
+                    let targets =
+                        Tensor::<AB, 1>::from_data(local.as_slice(), device).reshape([n, k]);
+                    // Cross entropy against the teacher's probabilities, averaged
+                    // over the whole batch: the replicas' parts add up to it.
+                    let soft = (targets * log_softmax(logits, 1))
+                        .sum()
+                        .neg()
+                        .div_scalar(batch.batch_size as f64);
+                    loss = loss.mul_scalar(1.0 - config.distill) + soft.mul_scalar(config.distill);
                 }
                 // The last step of an epoch may hold fewer micro-batches; HF divides by
                 // the accumulation count all the same.

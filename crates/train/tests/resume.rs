@@ -66,6 +66,7 @@ fn tiny_setup() -> (BertTokenizer, BertConfig, TrainData) {
             dev: Some(encoded),
             test: None,
             labels,
+            soft_targets: None,
         },
     )
 }
@@ -142,21 +143,26 @@ fn resumed_run_ends_bit_identical_to_uninterrupted_run() {
     // Not resuming into a folder with checkpoints is refused, not overwritten.
     let full = tempfile::tempdir().unwrap();
     run(full.path(), false, 1);
+    let err = refusal(&TrainConfig::default(), full.path());
+    assert!(err.contains("--resume"), "{err}");
+}
+
+/// The error of a tiny run that must be refused.
+fn refusal(train_config: &TrainConfig, out: &Path) -> String {
     let (tokenizer, config, data) = tiny_setup();
     let device = Default::default();
-    let err = train::<AB>(
+    train::<AB>(
         config.init_classifier::<AB>(&device),
         &config,
         &tokenizer,
         &data,
-        &TrainConfig::default(),
-        full.path(),
+        train_config,
+        out,
         false,
         &device,
     )
     .unwrap_err()
-    .to_string();
-    assert!(err.contains("--resume"), "{err}");
+    .to_string()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -285,4 +291,90 @@ fn f16_steps_whose_gradients_overflow_are_skipped() {
     // Steps in a row since the last skip (an overflow can recur near the edge).
     assert!(scaler.good_steps > 0 && scaler.good_steps <= 40 - state.skipped_steps);
     assert!(!unchanged, "no step was taken");
+}
+
+/// The losses of a short run without dropout, step by step (`metrics.jsonl`).
+fn losses_of(train_config: &TrainConfig, soft_targets: Option<Vec<Vec<f32>>>) -> Vec<f64> {
+    let out = tempfile::tempdir().unwrap();
+    let (tokenizer, mut config, mut data) = tiny_setup();
+    config.hidden_dropout_prob = 0.0;
+    config.attention_probs_dropout_prob = 0.0;
+    data.soft_targets = soft_targets;
+    let device = Default::default();
+    AB::seed(&device, 1);
+    let model = config.init_classifier::<AB>(&device);
+    train::<AB>(
+        model,
+        &config,
+        &tokenizer,
+        &data,
+        train_config,
+        out.path(),
+        false,
+        &device,
+    )
+    .unwrap();
+    std::fs::read_to_string(out.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64())
+        .collect()
+}
+
+#[test]
+fn distilling_one_hot_targets_is_training_on_the_labels() {
+    let _serial = serial();
+    // The teacher's term is a cross entropy against its probabilities: given
+    // the labels themselves as probabilities, any mix of the two terms is the
+    // plain loss, step after step.
+    let (_, _, data) = tiny_setup();
+    let zhbert_train::TrainSet::Encoded(train_set) = &data.train else {
+        unreachable!()
+    };
+    let one_hot: Vec<Vec<f32>> = train_set
+        .labels
+        .iter()
+        .map(|&l| (0..2).map(|j| f32::from(u8::from(j == l))).collect())
+        .collect();
+    let base = TrainConfig {
+        epochs: 2,
+        batch_size: 8,
+        max_length: 16,
+        lr: 1e-3,
+        log_every: 1,
+        group_by_length: false,
+        ..TrainConfig::default()
+    };
+    let plain = losses_of(&base, None);
+    assert_eq!(plain.len(), 10);
+    for distill in [0.5, 1.0] {
+        let config = TrainConfig {
+            distill,
+            ..base.clone()
+        };
+        let mixed = losses_of(&config, Some(one_hot.clone()));
+        for (step, (a, b)) in plain.iter().zip(&mixed).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * a.abs(),
+                "distill {distill}, step {step}: {a} vs {b}"
+            );
+        }
+        // And soft targets that are not the labels change the run.
+        let uniform = vec![vec![0.5f32; 2]; one_hot.len()];
+        let pulled = losses_of(&config, Some(uniform));
+        assert!(
+            pulled.iter().zip(&plain).any(|(a, b)| (a - b).abs() > 1e-3),
+            "distill {distill}: uniform targets changed nothing"
+        );
+    }
+    // Without the teacher's probabilities a distilling run is refused.
+    let out = tempfile::tempdir().unwrap();
+    let err = refusal(
+        &TrainConfig {
+            distill: 0.5,
+            ..base
+        },
+        out.path(),
+    );
+    assert!(err.contains("teacher's probabilities"), "{err}");
 }
