@@ -158,8 +158,11 @@ struct Objective<'a> {
     /// The last point evaluated with its cost and gradient: argmin asks for
     /// the cost and the gradient of the same point separately, and one pass
     /// over the rows gives both.
-    last: Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    last: Mutex<Option<Evaluation>>,
 }
+
+/// A point, and the objective's cost and gradient there.
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
 
 impl Objective<'_> {
     fn scores(&self, params: &[f64], row: &SparseRow) -> Vec<f64> {
