@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use zhbert_data::Dataset;
 
 use anyhow::{bail, Result};
-use argmin::core::{CostFunction, Executor, Gradient, State};
+use argmin::core::{CostFunction, Executor, Gradient, State, TerminationReason};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
 use rand::seq::SliceRandom;
@@ -144,6 +144,10 @@ pub struct LogisticRegression {
     /// `[features × classes]` weights, then `classes` biases.
     params: Vec<f64>,
 }
+
+/// L-BFGS rounds of [`LogisticRegression::fit`], and iterations in each.
+const ROUNDS: usize = 10;
+const ITERATIONS_PER_ROUND: u64 = 100;
 
 /// Rows per parallel chunk of the objective.
 const CHUNK_ROWS: usize = 2048;
@@ -269,27 +273,44 @@ impl LogisticRegression {
         if rows.len() != labels.len() || labels.iter().any(|&y| y >= classes) {
             bail!("logistic regression: labels do not fit the rows or the classes");
         }
-        let objective = Objective {
-            rows,
-            labels,
-            classes,
-            features,
-            c,
-            last: Mutex::new(None),
-        };
-        let start = vec![0.0; features * classes + classes];
-        let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
-            .with_tolerance_grad(tolerance)?
-            .with_tolerance_cost(0.0)?;
-        let result = Executor::new(objective, solver)
-            .configure(|state| state.param(start).max_iters(1000))
-            .run()
-            .map_err(|e| anyhow::anyhow!("logistic regression: {e}"))?;
-        let params = result
-            .state()
-            .get_best_param()
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("logistic regression: no solution"))?;
+        let mut params = vec![0.0; features * classes + classes];
+        // Rounds of L-BFGS, each from the last one's point: argmin's line
+        // search can give up close to the optimum (rounding makes a step look
+        // uphill), and an error would lose the run; a failed round keeps the
+        // point the previous round reached.
+        for round in 0..ROUNDS {
+            let objective = Objective {
+                rows,
+                labels,
+                classes,
+                features,
+                c,
+                last: Mutex::new(None),
+            };
+            let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
+                .with_tolerance_grad(tolerance)?
+                .with_tolerance_cost(0.0)?;
+            let start = params.clone();
+            match Executor::new(objective, solver)
+                .configure(|state| state.param(start).max_iters(ITERATIONS_PER_ROUND))
+                .run()
+            {
+                Ok(result) => {
+                    let state = result.state();
+                    if let Some(best) = state.get_best_param() {
+                        params = best.clone();
+                    }
+                    if state.get_termination_reason() != Some(&TerminationReason::MaxItersReached) {
+                        break;
+                    }
+                }
+                Err(e) if round > 0 => {
+                    tracing::debug!("logistic regression: round {round} stopped: {e}");
+                    break;
+                }
+                Err(e) => bail!("logistic regression: {e}"),
+            }
+        }
         Ok(Self {
             classes,
             features,
