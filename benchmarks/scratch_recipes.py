@@ -80,8 +80,9 @@ machine was compiling Rust at times, so wall times are approximate):
   regression (C = 10, as tfidf_baseline.py), fitted in 5 stratified folds of
   the training set so that each example gets the probabilities of a teacher
   that did not see it (out-of-fold accuracy 0.8507).
-  Only distillation reaches 0.8502: 0.859. Of the others mean pooling is the
-  best (+0.4 over R1's 0.839).
+  Only distillation reaches 0.8502 here (0.859, one run); zhbert's tiny-zh
+  with the same recipe reached 0.8485 and 0.8393 (benchmarks/README.md). Of the
+  others mean pooling is the best (+0.4 over R1's 0.839).
   OMP_WAIT_POLICY=PASSIVE (below) was set from R2's final run on; R1 ran
   without it, beside cargo builds (its epochs took 320-400 s, then 162 s).
 

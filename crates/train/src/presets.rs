@@ -70,8 +70,10 @@ pub fn presets() -> Vec<Preset> {
     // Length grouping works once its batches are shuffled (zhbert_data's
     // `epoch_batches`); in HF's order it stalled training at ln 2. lr 5e-4
     // stalls at the prior; 3e-4 learns. Distillation from a char n-gram
-    // TF-IDF teacher (crate::teacher, weight 0.5) is what lifts it past that
-    // teacher: it sees every overlapping n-gram, the BERT one segmentation.
+    // TF-IDF teacher (crate::teacher, weight 0.5), which sees every
+    // overlapping n-gram where the BERT sees one segmentation, raises dev
+    // accuracy by a point (0.838 to 0.847-0.849); test accuracy (0.839-0.849)
+    // still falls short of the teacher's 0.850.
     let tiny = Preset {
         name: "tiny-zh",
         hidden_size: 256,
