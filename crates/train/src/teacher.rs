@@ -8,7 +8,9 @@
 //! about 0.84): it sees every overlapping n-gram, where a BERT sees one
 //! segmentation and has too few examples to learn the rest. A BERT trained on
 //! its probabilities as well as on the labels ([`crate::TrainConfig::distill`])
-//! learns what it knows and stays a plain `BertForSequenceClassification`.
+//! is taught what the n-grams carry and stays a plain
+//! `BertForSequenceClassification` (on the sentiment corpus: a point of dev
+//! accuracy; `benchmarks/README.md`).
 //!
 //! [`out_of_fold_probabilities`] gives each training example the probabilities
 //! of a teacher that never saw it (k folds), so that they are as uncertain as
