@@ -12,8 +12,14 @@ Workloads:
             padded to their longest, tokenization included, as a plain HF loop does)
   train     sequences/s of training steps: forward, backward, clip_grad_norm_(1.0), AdamW
 
-Eager mode, float32, torch's default intra-op threads (one per core), like zhbert.
+Eager mode, torch's default intra-op threads (one per core), like zhbert. float32 by
+default; `--precision bf16|f16` runs the model under `torch.autocast`, as
+`zhbert bench --precision` does (no loss scaling: random data never overflows).
+`--device cuda` runs on the GPU (zhbert's `--backend cuda`) and adds the caching
+allocator's peak (`peak_gpu_mb`).
 """
+
+import contextlib
 
 import argparse
 import json
@@ -68,11 +74,20 @@ def tokenizer_of(path):
 def random_batch(config, args):
     g = torch.Generator().manual_seed(0)
     shape = (args.batch_size, args.seq_len)
-    return {
+    batch = {
         "input_ids": torch.randint(1, config.vocab_size, shape, generator=g),
         "token_type_ids": torch.zeros(shape, dtype=torch.long),
         "attention_mask": torch.ones(shape, dtype=torch.long),
     }
+    return {k: v.to(args.device) for k, v in batch.items()}
+
+
+def autocast(args):
+    """``torch.autocast`` for --precision bf16|f16; nothing for fp32."""
+    if args.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "f16": torch.float16}[args.precision]
+    return torch.autocast(device_type=args.device, dtype=dtype)
 
 
 def model_fields(args, config):
@@ -84,6 +99,7 @@ def model_fields(args, config):
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
         "steps": args.steps,
+        "precision": args.precision,
     }
 
 
@@ -111,11 +127,11 @@ def record_throughput(out, workload, secs, args, config, passes):
 
 def matmul(args):
     n = args.size
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
+    a, b = torch.randn(n, n, device=args.device), torch.randn(n, n, device=args.device)
+    (a @ b)[0, 0].item()
     start = time.perf_counter()
     for _ in range(args.steps):
-        a @ b
+        (a @ b)[0, 0].item()
     secs = time.perf_counter() - start
     return {
         "workload": "matmul",
@@ -147,9 +163,10 @@ def tokenize(args):
 
 def infer(args):
     model, config = model_of(args.model)
-    model.eval()
+    model.to(args.device).eval()
     out = model_fields(args, config)
     if args.texts:
+        assert args.device == "cpu" and args.precision == "fp32", "--texts times fp32 on the CPU only"
         tok = tokenizer_of(args.model)
         texts = read_lines(args.texts, args.limit)
 
@@ -179,21 +196,23 @@ def infer(args):
         )
         return out
     batch = random_batch(config, args)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(args):
         secs = timed(args, lambda: model(**batch).logits.tolist())
     return record_throughput(out, "infer", secs, args, config, passes=1)
 
 
 def train(args):
     model, config = model_of(args.model)
-    model.train()
+    model.to(args.device).train()
     out = model_fields(args, config)
     batch = random_batch(config, args)
     labels = torch.randint(0, config.num_labels, (args.batch_size,), generator=torch.Generator().manual_seed(1))
+    labels = labels.to(args.device)
     opt = hf_adamw(model, 5e-5, 0.01)
 
     def step():
-        loss = model(**batch, labels=labels).loss
+        with autocast(args):
+            loss = model(**batch, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
         opt.step()
@@ -215,6 +234,7 @@ def main():
     t.add_argument("--limit", type=int, default=20_000)
     t.add_argument("--max-length", type=int, default=128)
     t.add_argument("--steps", type=int, default=3)
+    m.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     for name in ("infer", "train"):
         w = sub.add_parser(name)
         w.add_argument("--model", required=True)
@@ -224,16 +244,20 @@ def main():
         w.add_argument("--warmup", type=int, default=1)
         w.add_argument("--texts")
         w.add_argument("--limit", type=int, default=2_000)
+        w.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+        w.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "f16"])
     args = p.parse_args()
     torch.manual_seed(0)
     result = {"matmul": matmul, "tokenize": tokenize, "infer": infer, "train": train}[args.workload](args)
     result.update(
         implementation="pytorch",
-        backend="torch-cpu",
+        backend=f"torch-{getattr(args, 'device', 'cpu')}",
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         peak_rss_mb=peak_rss_mb(),
     )
+    if getattr(args, "device", "cpu") == "cuda":
+        result.update(gpu=torch.cuda.get_device_name(), peak_gpu_mb=torch.cuda.max_memory_reserved() / 2**20)
     print(json.dumps(result), flush=True)
 
 

@@ -39,6 +39,7 @@ count, all hyperparameters and the data file sha256s.  Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -88,7 +89,16 @@ def main() -> None:
     ap.add_argument("--max-eval", type=int, default=None, metavar="N",
                     help="evaluate on the first N test examples only")
     ap.add_argument("--log-every", type=int, default=20, help="print the loss every N steps")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "f16"],
+                    help="torch.autocast dtype of the forward passes (f16 adds torch.amp.GradScaler)")
     args = ap.parse_args()
+    half = {"fp32": None, "bf16": torch.bfloat16, "f16": torch.float16}[args.precision]
+
+    def autocast():
+        if half is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=args.device, dtype=half)
 
     torch.set_num_threads(args.threads)
     transformers.set_seed(args.seed)
@@ -130,7 +140,8 @@ def main() -> None:
 
     # ----------------------------------------------------------------- model
     transformers.set_seed(args.seed)
-    model = BertForSequenceClassification.from_pretrained(args.minilm_dir, num_labels=2)
+    model = BertForSequenceClassification.from_pretrained(args.minilm_dir, num_labels=2).to(args.device)
+    scaler = torch.amp.GradScaler(args.device, enabled=args.precision == "f16")
     opt = hf_adamw(model, args.lr, args.weight_decay)  # betas (0.9, 0.999), eps 1e-8: torch's defaults
     steps_per_epoch = math.ceil(len(train_items) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
@@ -138,16 +149,19 @@ def main() -> None:
     sched = get_linear_schedule_with_warmup(opt, warmup_steps, total_steps)
     print(f"{total_steps} steps ({steps_per_epoch}/epoch), {warmup_steps} warmup steps")
 
+    def to_device(batch: dict) -> dict:
+        return {k: v.to(args.device) for k, v in batch.items()}
+
     def evaluate(eval_items: list[dict], labels: list[int]) -> tuple[float, float, float]:
         """Accuracy, macro F1 and seconds; leaves the model in training mode."""
         model.eval()
         order = sorted(range(len(eval_items)), key=lambda i: len(eval_items[i]["input_ids"]))
         preds = [0] * len(eval_items)
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             for b in range(0, len(order), args.eval_batch_size):
                 idx = order[b:b + args.eval_batch_size]
-                batch = collate(tokenizer, [eval_items[i] for i in idx], None)
+                batch = to_device(collate(tokenizer, [eval_items[i] for i in idx], None))
                 for i, p in zip(idx, model(**batch).logits.argmax(-1).tolist()):
                     preds[i] = p
         seconds = time.perf_counter() - t0
@@ -170,11 +184,14 @@ def main() -> None:
         loss_sum, n_batches = 0.0, 0
         for b in range(steps_per_epoch):
             idx = order[b * args.batch_size:(b + 1) * args.batch_size]
-            batch = collate(tokenizer, [train_items[i] for i in idx], [train_labels[i] for i in idx])
-            loss = model(**batch).loss
-            loss.backward()
+            batch = to_device(collate(tokenizer, [train_items[i] for i in idx], [train_labels[i] for i in idx]))
+            with autocast():
+                loss = model(**batch).loss
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
@@ -234,12 +251,13 @@ def main() -> None:
             "max_grad_norm": args.max_grad_norm, "seed": args.seed, "dropout": "on (0.1)",
             "tokenizer": "BertTokenizerFast (MiniLM folder), dynamic padding",
             "max_train": args.max_train, "max_eval": args.max_eval,
+            "precision": args.precision,
         },
         "data_files": {s: {"path": display(p), "sha256": sha256(p)} for s, p in files.items()},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "threads": torch.get_num_threads(),
-        "device": "cpu",
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "cpu": platform.processor() or platform.machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor};
 use clap::{Args, Subcommand};
 use zhbert_model::{
-    classification_loss, load_classifier, BertConfig, BertForSequenceClassification, BertInput,
-    CrossEntropyOptions, Labels, LoadOptions,
+    autocast, classification_loss, load_classifier, BertConfig, BertForSequenceClassification,
+    BertInput, CrossEntropyOptions, Labels, LoadOptions, Precision,
 };
 use zhbert_tokenizer::{BertTokenizer, Padding};
 use zhbert_train::inference::{classify, InferenceOptions};
@@ -91,6 +91,11 @@ pub struct ModelArgs {
     /// Use the first N lines of --texts.
     #[arg(long, default_value_t = 2_000)]
     limit: usize,
+    /// Float type of matmuls and attention (autocast, as `zhbert train
+    /// --precision`). The train workload times bf16 and f16 without loss
+    /// scaling: one scale multiply per step, and no skipped steps on random data.
+    #[arg(long, default_value = "fp32")]
+    precision: Precision,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -258,14 +263,30 @@ fn model_fields(args: &ModelArgs, config: &BertConfig) -> serde_json::Value {
     serde_json::json!({
         "model": args.model, "layers": config.num_hidden_layers, "hidden": config.hidden_size,
         "vocab": config.vocab_size, "batch_size": args.batch_size, "seq_len": args.seq_len,
-        "steps": args.steps,
+        "steps": args.steps, "precision": args.precision.to_string(),
     })
 }
 
+/// Refuses a precision the backend has no tensors for, as `zhbert train` does.
+fn check_precision<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<()> {
+    anyhow::ensure!(
+        args.precision.supported::<B>(device),
+        "--precision {p}: the {} backend has no {p} tensors",
+        B::name(device),
+        p = args.precision
+    );
+    Ok(())
+}
+
 fn infer<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<serde_json::Value> {
+    check_precision::<B>(args, device)?;
     let (model, config) = model_of::<B>(&args.model, device)?;
     let mut out = model_fields(args, &config);
     if let Some(path) = &args.texts {
+        anyhow::ensure!(
+            args.precision == Precision::Fp32,
+            "--texts times fp32 inference only"
+        );
         let tokenizer = BertTokenizer::from_dir(&args.model).with_context(|| {
             format!(
                 "{}: the texts workload needs the model's tokenizer",
@@ -305,7 +326,7 @@ fn infer<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<serde_json:
     }
     let input = random_input::<B>(&config, args, device);
     let secs = timed(args, || {
-        model.forward(input.clone()).into_data();
+        autocast(args.precision, || model.forward(input.clone())).into_data();
     });
     record_throughput(&mut out, "infer", secs, args, &config, 1.0);
     Ok(out)
@@ -342,6 +363,7 @@ fn record_throughput(
 
 fn train<AB: AutodiffBackend>(args: &ModelArgs, device: &AB::Device) -> Result<serde_json::Value> {
     anyhow::ensure!(args.texts.is_none(), "--texts is for the infer workload");
+    check_precision::<AB>(args, device)?;
     let (model, config) = model_of::<AB>(&args.model, device)?;
     let mut out = model_fields(args, &config);
     let input = random_input::<AB>(&config, args, device);
@@ -354,7 +376,7 @@ fn train<AB: AutodiffBackend>(args: &ModelArgs, device: &AB::Device) -> Result<s
     let mut grads = GradAccumulator::<AB::InnerBackend>::default();
     let loss_options = CrossEntropyOptions::default();
     let mut step = |model: BertForSequenceClassification<AB>| {
-        let logits = model.forward(input.clone());
+        let logits = autocast(args.precision, || model.forward(input.clone()));
         let loss = classification_loss(logits, Labels::Classes(labels.clone()), &loss_options);
         grads.add::<AB, _>(&model, &loss.backward());
         grads.clip_global_norm(Some(1.0));

@@ -859,3 +859,47 @@ fn trained_alike(parallel: &Path, single: &Path, model: &Path) {
         );
     }
 }
+
+/// `zhbert bench --precision`: the JSON line says which precision ran, and what
+/// the workload cannot do in half precision is refused with one line.
+#[test]
+fn bench_records_its_precision_and_refuses_half_precision_texts() {
+    let model = fixtures().join("tiny-bert");
+    let model = model.to_str().unwrap();
+    for (workload, precision) in [("train", "fp32"), ("train", "bf16"), ("infer", "f16")] {
+        let run = zhbert_ok(&[
+            "bench",
+            workload,
+            "--model",
+            model,
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "8",
+            "--precision",
+            precision,
+        ]);
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let line: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(line["precision"], precision, "{stdout}");
+        assert_eq!(line["workload"], workload, "{stdout}");
+        assert!(line["items_per_second"].as_f64().unwrap() > 0.0, "{stdout}");
+    }
+    let texts = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(texts.path(), "很好\n").unwrap();
+    let err = fails_with_one_line(&[
+        "bench",
+        "infer",
+        "--model",
+        model,
+        "--texts",
+        texts.path().to_str().unwrap(),
+        "--precision",
+        "bf16",
+    ]);
+    assert!(err.contains("--texts times fp32 inference only"), "{err}");
+}

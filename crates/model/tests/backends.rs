@@ -1,6 +1,6 @@
 //! One model, every backend: the same checkpoint and inputs give the same
-//! outputs on Flex, ndarray and (with `--features wgpu`) wgpu, each also
-//! against PyTorch.
+//! outputs on Flex, ndarray and (with `--features wgpu` or `cuda`) wgpu or
+//! CUDA, each also against PyTorch.
 
 mod common;
 
@@ -73,6 +73,15 @@ fn flex_and_ndarray_agree_within_1e_4() {
 #[test]
 fn wgpu_agrees_with_flex_within_1e_3() {
     agrees_with_flex_and_pytorch::<burn::backend::Wgpu>("wgpu", 1e-3);
+}
+
+/// CUDA (fp32) against Flex and PyTorch. Needs an NVIDIA GPU:
+/// `benchmarks/gpu/run.sh` runs it on one (`--features cuda` builds it anywhere).
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn cuda_agrees_with_flex_within_1e_3() {
+    agrees_with_flex_and_pytorch::<burn::backend::Cuda>("cuda", 1e-3);
 }
 
 /// `--precision bf16|f16` is refused up front where the backend has no half

@@ -182,11 +182,20 @@ fn twenty_steps_of_adamw_match_pytorch() {
 /// or no half-precision matmul ran.
 #[test]
 fn twenty_steps_in_bf16_and_f16_stray_from_fp32_as_pytorch_autocast() {
+    half_precision_strays_as_pytorch_autocast::<AB>("flex", &Default::default());
+}
+
+/// The check of `twenty_steps_in_bf16_and_f16_stray_from_fp32_as_pytorch_autocast`
+/// on backend `B`.
+fn half_precision_strays_as_pytorch_autocast<B: AutodiffBackend>(
+    backend: &str,
+    device: &B::Device,
+) {
     let fp32 = reference();
     let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
     for precision in [Precision::Bf16, Precision::F16] {
         let torch = reference_in(&format!("autocast-{precision}.json"));
-        let (_, trace) = train_steps::<AB>(20, precision, &Default::default());
+        let (_, trace) = train_steps::<B>(20, precision, device);
         let stray = |losses: &[f64], norms: &[f64]| {
             let loss = (0..20)
                 .map(|s| rel(losses[s], fp32.losses[s]))
@@ -202,21 +211,39 @@ fn twenty_steps_in_bf16_and_f16_stray_from_fp32_as_pytorch_autocast() {
         );
         let theirs = stray(&torch.losses, &torch.grad_norms);
         eprintln!(
-            "{precision}: largest relative distance from fp32: losses {:.2e} (PyTorch {:.2e}), grad norms {:.2e} (PyTorch {:.2e})",
+            "{backend} {precision}: largest relative distance from fp32: losses {:.2e} (PyTorch {:.2e}), grad norms {:.2e} (PyTorch {:.2e})",
             ours.0, theirs.0, ours.1, theirs.1
         );
         assert!(
             ours.0 <= 3.0 * theirs.0,
-            "{precision}: losses {ours:?} vs PyTorch {theirs:?}"
+            "{backend} {precision}: losses {ours:?} vs PyTorch {theirs:?}"
         );
         assert!(
             ours.1 <= 3.0 * theirs.1,
-            "{precision}: grad norms {ours:?} vs PyTorch {theirs:?}"
+            "{backend} {precision}: grad norms {ours:?} vs PyTorch {theirs:?}"
         );
         assert!(
             ours.1 > 1e-3,
-            "{precision}: grad norms as in fp32 ({:e})",
+            "{backend} {precision}: grad norms as in fp32 ({:e})",
             ours.1
+        );
+    }
+}
+
+/// Five fp32 steps on backend `B` against PyTorch and against Flex: losses
+/// and grad norms within 1e-3 relative.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn five_steps_match_pytorch_and_flex<B: AutodiffBackend>(backend: &str, device: &B::Device) {
+    let (_, gpu) = train_steps::<B>(5, Precision::Fp32, device);
+    check_trace(backend, &gpu, 1e-3, 1e-3);
+    let (_, cpu) = train_steps::<AB>(5, Precision::Fp32, &Default::default());
+    for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        let rel = (g.0 - c.0).abs() / c.0.abs();
+        assert!(
+            rel < 1e-3,
+            "step {step}: {backend} loss {} vs flex {}",
+            g.0,
+            c.0
         );
     }
 }
@@ -229,12 +256,17 @@ fn twenty_steps_in_bf16_and_f16_stray_from_fp32_as_pytorch_autocast() {
 #[test]
 #[ignore = "burn's wgpu reductions are wrong on lavapipe with some autotuned kernels"]
 fn five_steps_on_wgpu_match_pytorch_and_flex() {
-    use burn::backend::Wgpu;
-    let (_, gpu) = train_steps::<Autodiff<Wgpu>>(5, Precision::Fp32, &Default::default());
-    check_trace("wgpu", &gpu, 1e-3, 1e-3);
-    let (_, cpu) = train_steps::<AB>(5, Precision::Fp32, &Default::default());
-    for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
-        let rel = (g.0 - c.0).abs() / c.0.abs();
-        assert!(rel < 1e-3, "step {step}: wgpu loss {} vs flex {}", g.0, c.0);
-    }
+    five_steps_match_pytorch_and_flex::<Autodiff<burn::backend::Wgpu>>("wgpu", &Default::default());
+}
+
+/// Five fp32 steps on CUDA against PyTorch and Flex, and the bf16 and f16
+/// runs against `torch.autocast`. Needs an NVIDIA GPU: `benchmarks/gpu/run.sh`
+/// runs them on one (`--features cuda` builds them anywhere).
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn cuda_training_matches_pytorch_in_fp32_bf16_and_f16() {
+    let device = Default::default();
+    five_steps_match_pytorch_and_flex::<Autodiff<burn::backend::Cuda>>("cuda", &device);
+    half_precision_strays_as_pytorch_autocast::<Autodiff<burn::backend::Cuda>>("cuda", &device);
 }
