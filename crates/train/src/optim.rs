@@ -272,23 +272,29 @@ impl<B: Backend> GradAccumulator<B> {
     }
 }
 
-/// `Σ g²` of a flat tensor, summed in slices of at most 2^20 elements: burn
-/// 0.21's wgpu reduction returns wrong sums beyond about 4M elements on a device
-/// that allows 65,535 workgroups per dimension (Mesa's lavapipe: a sum of 2^22
-/// ones gives 262,132), and a word-embedding gradient is 11.7M elements.
+/// `Σ g²` of a flat tensor: the squares as rows of 1,024 (the tail padded with
+/// zeros), each row summed, then the row sums. On Mesa's lavapipe, burn 0.21's
+/// wgpu reductions of a long 1-D tensor gave a wrong global norm for MiniLM's
+/// gradients (0.560 where the gradients, read back and summed on the host,
+/// give 0.584), whether summed whole, in slices of 2^20 elements or as a dot
+/// product; summed as rows it is right, from a fresh autotune cache too
+/// (`five_steps_on_wgpu_match_pytorch_and_flex`).
 fn sum_of_squares<B: Backend>(g: &Tensor<B, 1>) -> Tensor<B, 1> {
-    const SLICE: usize = 1 << 20;
+    const ROW: usize = 1024;
     let n = g.dims()[0];
-    (0..n)
-        .step_by(SLICE)
-        .map(|start| {
-            g.clone()
-                .narrow(0, start, SLICE.min(n - start))
-                .powi_scalar(2)
-                .sum()
-        })
-        .reduce(|a, b| a + b)
-        .unwrap_or_else(|| Tensor::zeros([1], &g.device()))
+    if n == 0 {
+        return Tensor::zeros([1], &g.device());
+    }
+    let rows = n.div_ceil(ROW);
+    let padded = if rows * ROW == n {
+        g.clone()
+    } else {
+        Tensor::cat(
+            vec![g.clone(), Tensor::zeros([rows * ROW - n], &g.device())],
+            0,
+        )
+    };
+    padded.powi_scalar(2).reshape([rows, ROW]).sum_dim(1).sum()
 }
 
 /// AdamW's moments, by parameter id, flat.
