@@ -17,6 +17,7 @@ use zhbert_model::{
     BertInput, CrossEntropyOptions, Labels, LoadOptions, Precision,
 };
 use zhbert_tokenizer::{BertTokenizer, Padding};
+use zhbert_train::ensure_precision_supported;
 use zhbert_train::inference::{classify, InferenceOptions};
 use zhbert_train::optim::{AdamW, AdamWConfig, GradAccumulator};
 
@@ -267,19 +268,8 @@ fn model_fields(args: &ModelArgs, config: &BertConfig) -> serde_json::Value {
     })
 }
 
-/// Refuses a precision the backend has no tensors for, as `zhbert train` does.
-fn check_precision<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<()> {
-    anyhow::ensure!(
-        args.precision.supported::<B>(device),
-        "--precision {p}: the {} backend has no {p} tensors",
-        B::name(device),
-        p = args.precision
-    );
-    Ok(())
-}
-
 fn infer<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<serde_json::Value> {
-    check_precision::<B>(args, device)?;
+    ensure_precision_supported::<B>(args.precision, device)?;
     let (model, config) = model_of::<B>(&args.model, device)?;
     let mut out = model_fields(args, &config);
     if let Some(path) = &args.texts {
@@ -363,7 +353,7 @@ fn record_throughput(
 
 fn train<AB: AutodiffBackend>(args: &ModelArgs, device: &AB::Device) -> Result<serde_json::Value> {
     anyhow::ensure!(args.texts.is_none(), "--texts is for the infer workload");
-    check_precision::<AB>(args, device)?;
+    ensure_precision_supported::<AB>(args.precision, device)?;
     let (model, config) = model_of::<AB>(&args.model, device)?;
     let mut out = model_fields(args, &config);
     let input = random_input::<AB>(&config, args, device);

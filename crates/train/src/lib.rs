@@ -55,6 +55,7 @@ pub use parallel::{run_orchestrator, Nodes, Topology};
 pub use presets::{preset, presets, Preset, PresetVocab};
 pub use pretrain::{pretrain_mlm, PretrainConfig, PretrainSummary};
 pub use trainer::{
-    check_fresh_output, evaluate, list_checkpoints, train, train_replica, ClassWeights,
-    TrainConfig, TrainData, TrainSet, TrainSummary, TrainerState, Warmup,
+    check_fresh_output, ensure_precision_supported, evaluate, list_checkpoints, train,
+    train_replica, ClassWeights, TrainConfig, TrainData, TrainSet, TrainSummary, TrainerState,
+    Warmup,
 };

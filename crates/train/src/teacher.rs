@@ -170,17 +170,19 @@ struct Objective<'a> {
 /// A point, and the objective's cost and gradient there.
 type Evaluation = (Vec<f64>, f64, Vec<f64>);
 
-impl Objective<'_> {
-    fn scores(&self, params: &[f64], row: &SparseRow) -> Vec<f64> {
-        let k = self.classes;
-        let mut z = params[self.features * k..].to_vec();
-        for &(f, v) in row {
-            let w = &params[f as usize * k..(f as usize + 1) * k];
-            z.iter_mut().zip(w).for_each(|(z, w)| *z += w * v as f64);
-        }
-        z
+/// A row's class scores under `params` (`[features × classes]` weights, then
+/// the biases).
+fn scores(params: &[f64], features: usize, classes: usize, row: &SparseRow) -> Vec<f64> {
+    let k = classes;
+    let mut z = params[features * k..].to_vec();
+    for &(f, v) in row {
+        let w = &params[f as usize * k..(f as usize + 1) * k];
+        z.iter_mut().zip(w).for_each(|(z, w)| *z += w * v as f64);
     }
+    z
+}
 
+impl Objective<'_> {
     /// Cost and gradient of the scaled objective, from the cache or from one
     /// pass over the rows (in chunks, one gradient buffer per chunk).
     fn cost_and_gradient(&self, params: &[f64]) -> (f64, Vec<f64>) {
@@ -202,7 +204,7 @@ impl Objective<'_> {
                 let mut loss = 0.0;
                 let mut grad = vec![0.0; params.len()];
                 for (row, &y) in rows.iter().zip(labels) {
-                    let p = softmax(self.scores(params, row));
+                    let p = softmax(scores(params, self.features, k, row));
                     loss -= p[y].max(1e-300).ln();
                     for (j, &pj) in p.iter().enumerate() {
                         let d = pj - f64::from(u8::from(j == y));
@@ -322,15 +324,7 @@ impl LogisticRegression {
 
     /// Class probabilities of a row.
     pub fn predict_proba(&self, row: &SparseRow) -> Vec<f64> {
-        let objective = Objective {
-            rows: &[],
-            labels: &[],
-            classes: self.classes,
-            features: self.features,
-            c: 0.0,
-            last: Mutex::new(None),
-        };
-        softmax(objective.scores(&self.params, row))
+        softmax(scores(&self.params, self.features, self.classes, row))
     }
 }
 

@@ -664,6 +664,21 @@ pub fn train<AB: AutodiffBackend>(
     )
 }
 
+/// Refuses, in one line, a precision the backend has no tensors for (ndarray
+/// has no half types), before the first matmul would fail on it.
+pub fn ensure_precision_supported<B: Backend>(
+    precision: Precision,
+    device: &B::Device,
+) -> Result<()> {
+    if !precision.supported::<B>(device) {
+        bail!(
+            "--precision {precision}: the {} backend has no {precision} tensors; use --precision fp32, or the flex, wgpu or cuda backend",
+            B::name(device),
+        );
+    }
+    Ok(())
+}
+
 /// [`train`] as one replica of data-parallel training ([`crate::parallel`]):
 /// every replica calls it with the same arguments but its own device and
 /// [`Replica`]. Only replica 0 writes `out`; the others return a summary
@@ -681,13 +696,7 @@ pub fn train_replica<AB: AutodiffBackend>(
     replica: &Replica,
 ) -> Result<TrainSummary> {
     config.validate()?;
-    if !config.precision.supported::<AB>(device) {
-        bail!(
-            "--precision {p}: the {} backend has no {p} tensors; use --precision fp32, or the flex, wgpu or cuda backend",
-            AB::name(device),
-            p = config.precision
-        );
-    }
+    ensure_precision_supported::<AB>(config.precision, device)?;
     let main = replica.is_main();
     if main {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
