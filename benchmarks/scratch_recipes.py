@@ -37,9 +37,15 @@ Recipes (`--recipe`)
   `--wordpiece N` replaces the character vocabulary with a WordPiece one of N
   entries learned by HF `tokenizers`' WordPieceTrainer with BERT's normalizer
   but without spaces around CJK characters (a run of Chinese is one word, cut
-  into the longest known n-grams), as zhbert's n-gram presets do; HF's trainer
-  is not deterministic (ties go by hash order), so zhbert builds its n-gram
-  vocabulary by counting instead (`build_ngram_vocab`).
+  into the longest known n-grams), as zhbert's `tiny-zh` does; HF's trainer
+  is not deterministic (ties go by hash order), so zhbert has its own,
+  deterministic, copy of the algorithm (`build_wordpiece_vocab`).
+  `--tokenizer-json PATH` uses a saved tokenizer instead (e.g. a zhbert output
+  folder's), to compare vocabularies with everything else equal.
+  `--wp-dropout P` re-cuts the training texts every epoch, passing over each
+  WordPiece candidate longer than one character with probability P (as
+  BPE-dropout); `--ema D` also evaluates an exponential moving average of the
+  weights (decay D) after every epoch.
   `--token-mask P` replaces each non-special fine-tuning input token by [MASK]
   with probability P (a regulariser); `--aux-mlm W` adds W times a masked-LM
   loss on the same masked batch (BERT masking, decoder tied to the word
@@ -75,6 +81,14 @@ machine was compiling Rust at times, so wall times are approximate):
     --pooling mean --token-mask 0.15  dev 0.815 / 0.820 / 0.832, test 0.836
     --pooling mean --ft-epochs 6      dev 0.809 / 0.789 / 0.815 / 0.816 (stopped after 4 of 6)
     --distill 0.5                     dev 0.834 / 0.838 / 0.844, test 0.859
+  Second session (2026-11-26), `--distill 0.5`, seeds 1 and 2:
+    --wordpiece 16000 --seed 1        dev 0.826 / 0.840 / 0.840, test 0.860 (EMA 0.998: 0.855)
+    --wordpiece 16000 --seed 2        dev 0.838 / 0.839 / 0.843, test 0.850 (EMA: 0.850)
+    --tokenizer-json <zhbert n-gram vocabulary> --seed 1
+                                      dev 0.836 / 0.843 / 0.841, test 0.846
+    --wordpiece 16000 --wp-dropout 0.1 --seed 1
+                                      dev 0.830 / 0.839 / 0.835, test 0.838 (0.850 at epoch 3)
+  so zhbert's tiny-zh now learns its vocabulary by merges as HF does.
   `--distill W` trains on (1 - W) x the labels' cross entropy + W x the cross
   entropy against a teacher's probabilities: char 1-3-gram TF-IDF + logistic
   regression (C = 10, as tfidf_baseline.py), fitted in 5 stratified folds of
@@ -154,6 +168,31 @@ def wordpiece(texts: list[str], vocab_size: int):
 
 def encode_wp(tok, texts: list[str], max_length: int) -> list[list[int]]:
     return [[CLS] + e.ids[: max_length - 2] + [SEP] for e in tok.encode_batch(texts)]
+
+
+def encode_wp_dropout(tok, texts: list[str], max_length: int, p: float, rng: random.Random) -> list[list[int]]:
+    """WordPiece with dropout (as BPE-dropout): greedy longest match, but each
+    candidate piece longer than one character is passed over with probability
+    `p`, so the same text is cut differently in every epoch."""
+    vocab = tok.get_vocab()
+    out = []
+    for text in texts:
+        ids = []
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)):
+            start, pieces = 0, []
+            while start < len(word):
+                for end in range(len(word), start, -1):
+                    piece = word[start:end] if start == 0 else "##" + word[start:end]
+                    if piece in vocab and (end - start == 1 or rng.random() >= p):
+                        pieces.append(vocab[piece])
+                        break
+                else:
+                    pieces = [UNK]
+                    break
+                start = end
+            ids += pieces
+        out.append([CLS] + ids[: max_length - 2] + [SEP])
+    return out
 
 
 def encode(texts: list[str], vocab: dict[str, int], max_length: int) -> list[list[int]]:
@@ -295,6 +334,12 @@ def main() -> None:
     p.add_argument("--distill", type=float, default=0.0,
                    help="weight of a soft-target loss from a char 1-3-gram TF-IDF + logistic regression "
                         "teacher (C=10), cross-fitted in 5 folds on the training set")
+    p.add_argument("--tokenizer-json", type=Path,
+                   help="use this tokenizer.json (e.g. a zhbert tiny-zh output folder's) instead of training a WordPiece vocabulary")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="also evaluate an exponential moving average of the weights with this decay (e.g. 0.999)")
+    p.add_argument("--wp-dropout", type=float, default=0.0,
+                   help="with --wordpiece: re-cut the training texts every epoch, passing over each piece with this probability")
     p.add_argument("--aux-mlm", type=float, default=0.0,
                    help="fine-tuning adds this weight times a masked-LM loss on the same (masked) batch")
     args = p.parse_args()
@@ -311,8 +356,16 @@ def main() -> None:
     train_texts, train_labels = read_split(args.data / "train.tsv")
     dev_texts, dev_labels = read_split(args.data / "dev.tsv")
     test_texts, test_labels = read_split(args.data / "test.tsv")
-    if args.wordpiece:
-        tok = wordpiece(train_texts, args.wordpiece)
+    if args.wordpiece or args.tokenizer_json:
+        if args.tokenizer_json:
+            from tokenizers import Tokenizer
+            tok = Tokenizer.from_file(str(args.tokenizer_json))
+            tok.post_processor = None
+            tok.no_truncation()
+            tok.no_padding()
+            assert [tok.token_to_id(t) for t in SPECIALS] == list(range(len(SPECIALS)))
+        else:
+            tok = wordpiece(train_texts, args.wordpiece)
         vocab = tok.get_vocab()
         train_ids, dev_ids, test_ids = (encode_wp(tok, t, args.max_length) for t in (train_texts, dev_texts, test_texts))
         emit(phase="tokens", mean_train_tokens=sum(map(len, train_ids)) / len(train_ids),
@@ -362,10 +415,20 @@ def main() -> None:
     sched = get_linear_schedule_with_warmup(opt, math.ceil(0.1 * total), total)
     lengths = [len(x) for x in train_ids]
     best = {"dev_accuracy": -1.0}
+    best_ema = {"dev_accuracy": -1.0}
+    ema = None
+    if args.ema > 0:
+        import copy
+        ema = copy.deepcopy(model)
+        ema_params = [q for q in ema.parameters()]
+    wp_rng = random.Random(args.seed + 3)
     model.train()
     start = time.perf_counter()
     for epoch in range(1, args.ft_epochs + 1):
         loss_sum = 0.0
+        if args.wp_dropout > 0:
+            train_ids = encode_wp_dropout(tok, train_texts, args.max_length, args.wp_dropout, wp_rng)
+            lengths = [len(x) for x in train_ids]
         epoch_batches = batches(lengths, args.batch_size, args.group, rng)
         for idx in epoch_batches:
             input_ids, attention = pad([train_ids[j] for j in idx])
@@ -397,6 +460,10 @@ def main() -> None:
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                with torch.no_grad():
+                    for e, q in zip(ema_params, model.parameters()):
+                        e.mul_(args.ema).add_(q, alpha=1 - args.ema)
             loss_sum += loss.item()
         train_seconds = time.perf_counter() - start
         dev = accuracy(model, dev_ids, dev_labels)
@@ -406,8 +473,16 @@ def main() -> None:
         emit(**rec)
         if dev > best["dev_accuracy"]:
             best = rec
+        if ema is not None:
+            ema_rec = dict(phase="finetune-ema", epoch=epoch, dev_accuracy=round(accuracy(ema, dev_ids, dev_labels), 4),
+                           test_accuracy=round(accuracy(ema, test_ids, test_labels), 4))
+            emit(**ema_rec)
+            if ema_rec["dev_accuracy"] > best_ema["dev_accuracy"]:
+                best_ema = ema_rec
     emit(phase="final", recipe=args.recipe, best_epoch=best["epoch"], dev_accuracy=best["dev_accuracy"],
-         test_accuracy=best["test_accuracy"], pretrain_seconds=round(pretrain_seconds, 1),
+         test_accuracy=best["test_accuracy"], ema_best_epoch=best_ema.get("epoch"),
+         ema_dev_accuracy=best_ema.get("dev_accuracy"), ema_test_accuracy=best_ema.get("test_accuracy"),
+         pretrain_seconds=round(pretrain_seconds, 1),
          finetune_seconds=round(time.perf_counter() - start, 1), settings=settings)
 
 

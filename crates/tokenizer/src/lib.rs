@@ -28,8 +28,9 @@
 //! | `vocab.txt` | otherwise; BERT WordPiece with the basic tokenizer's rules |
 //! | `tokenizer_config.json` | optional: `do_lower_case`, `tokenize_chinese_chars`, `strip_accents`, `model_max_length` |
 //!
-//! [`build_char_vocab`] makes a Chinese character vocabulary from raw text, for
-//! models trained from scratch.
+//! [`build_char_vocab`] makes a Chinese character vocabulary from raw text, and
+//! [`build_wordpiece_vocab`] a WordPiece one learned by merges, for models
+//! trained from scratch.
 
 use std::collections::HashMap;
 use std::fs;
@@ -637,55 +638,160 @@ pub fn build_char_vocab<'a>(
         .collect())
 }
 
-/// Builds a WordPiece vocabulary of frequent character n-grams from raw text, for
-/// a BERT trained from scratch.
+/// Builds a WordPiece vocabulary by merging frequent pairs, as HF `tokenizers`'
+/// `WordPieceTrainer` does, for a BERT trained from scratch.
 ///
-/// With `config.tokenize_chinese_chars` off, a run of Chinese is one word. Every
-/// n-gram of 1 to `max_n` characters of every word is counted, as `abc` at the
-/// start of a word and `##abc` inside it. The vocabulary is BERT's five special
-/// tokens, then every single character (both forms) seen at least `min_count`
-/// times, then the most frequent longer n-grams seen at least `min_count` times
-/// until `size` entries; ties go in code point order, so the same text always
-/// gives the same vocabulary (HF's `WordPieceTrainer` does not: its merges
-/// tie-break by hash order). WordPiece's longest-match-first then reads `质量很好`
-/// as `质量` `##很好` when those are entries. transformers' `BertTokenizer` with
-/// `tokenize_chinese_chars=False` splits text the same way.
-pub fn build_ngram_vocab<'a>(
+/// The text is split into words by BERT's basic tokenizer (as `config` sets it;
+/// with `tokenize_chinese_chars` off a run of Chinese is one word). Each word
+/// starts as its characters, `c` first and `##c` after. The vocabulary is BERT's
+/// five special tokens, every character seen (in code point order, then the
+/// `##` forms as they first occur in the sorted words), then the pieces made by
+/// merging, most often the adjacent pair seen most often in the words, until
+/// `size` entries or until no pair is seen `min_count` times: `质` + `##量`
+/// becomes `质量`, `##很` + `##好` becomes `##很好`.
+///
+/// This is HF's algorithm with one difference: HF numbers the `##` forms in hash
+/// order, and breaks ties between equally frequent pairs by those numbers, so its
+/// vocabulary changes from one run to the next; here words are sorted first, so
+/// the same text always gives the same vocabulary.
+pub fn build_wordpiece_vocab<'a>(
     texts: impl IntoIterator<Item = &'a str>,
     config: &TokenizerConfig,
     size: usize,
     min_count: usize,
-    max_n: usize,
 ) -> Result<Vec<String>> {
-    let mut counts: HashMap<String, usize> = HashMap::new();
+    use std::cmp::Reverse;
+    use std::collections::{BTreeSet, BinaryHeap};
+    type Pair = (u32, u32);
+
+    let mut word_counts: HashMap<String, u64> = HashMap::new();
     for_each_word(texts, config, |word| {
-        let chars: Vec<char> = word.chars().collect();
-        for i in 0..chars.len() {
-            for n in 1..=max_n.min(chars.len() - i) {
-                let piece: String = chars[i..i + n].iter().collect();
-                let key = if i == 0 { piece } else { format!("##{piece}") };
-                *counts.entry(key).or_default() += 1;
+        *word_counts.entry(word.to_string()).or_default() += 1;
+    })?;
+    let mut words: Vec<(String, u64)> = word_counts.into_iter().collect();
+    words.sort_unstable();
+
+    let mut pieces = Pieces::default();
+    for token in SPECIAL_TOKENS {
+        pieces.id(token.to_string());
+    }
+    let alphabet: BTreeSet<char> = words.iter().flat_map(|(w, _)| w.chars()).collect();
+    for c in alphabet {
+        pieces.id(c.to_string());
+    }
+    let counts: Vec<i64> = words.iter().map(|(_, n)| *n as i64).collect();
+    let mut symbols: Vec<Vec<u32>> = words
+        .iter()
+        .map(|(word, _)| {
+            word.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    pieces.id(if i == 0 {
+                        c.to_string()
+                    } else {
+                        format!("##{c}")
+                    })
+                })
+                .collect()
+        })
+        .collect();
+
+    let mut pair_counts: HashMap<Pair, i64> = HashMap::new();
+    let mut words_with: HashMap<Pair, Vec<usize>> = HashMap::new();
+    for (w, word) in symbols.iter().enumerate() {
+        for pair in word.windows(2).map(|p| (p[0], p[1])) {
+            *pair_counts.entry(pair).or_default() += counts[w];
+            words_with.entry(pair).or_default().push(w);
+        }
+    }
+    // Most frequent first; among equals, the pair of the smaller ids (as HF).
+    let mut queue: BinaryHeap<(i64, Reverse<Pair>)> = pair_counts
+        .iter()
+        .map(|(&pair, &n)| (n, Reverse(pair)))
+        .collect();
+    while pieces.vocab.len() < size {
+        let Some((n, Reverse(pair))) = queue.pop() else {
+            break;
+        };
+        // Entries are not updated in place: a stale one goes back with the
+        // pair's current count.
+        let current = pair_counts.get(&pair).copied().unwrap_or(0);
+        if current != n {
+            if current > 0 {
+                queue.push((current, Reverse(pair)));
+            }
+            continue;
+        }
+        if n < min_count as i64 {
+            break;
+        }
+        let merged = format!(
+            "{}{}",
+            pieces.vocab[pair.0 as usize],
+            pieces.vocab[pair.1 as usize].trim_start_matches("##")
+        );
+        let merged = pieces.id(merged);
+        pair_counts.remove(&pair);
+        let mut changed: Vec<Pair> = Vec::new();
+        for w in words_with.remove(&pair).unwrap_or_default() {
+            let before = &symbols[w];
+            let mut after = Vec::with_capacity(before.len());
+            let mut i = 0;
+            while i < before.len() {
+                if i + 1 < before.len() && (before[i], before[i + 1]) == pair {
+                    after.push(merged);
+                    i += 2;
+                } else {
+                    after.push(before[i]);
+                    i += 1;
+                }
+            }
+            if after.len() == before.len() {
+                continue; // listed twice, merged already
+            }
+            for p in before.windows(2).map(|p| (p[0], p[1])) {
+                if p != pair {
+                    *pair_counts.entry(p).or_default() -= counts[w];
+                    changed.push(p);
+                }
+            }
+            for p in after.windows(2).map(|p| (p[0], p[1])) {
+                *pair_counts.entry(p).or_default() += counts[w];
+                words_with.entry(p).or_default().push(w);
+                changed.push(p);
+            }
+            symbols[w] = after;
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        for p in changed {
+            let n = pair_counts[&p];
+            if n > 0 {
+                queue.push((n, Reverse(p)));
             }
         }
-    })?;
-    let mut kept: Vec<(String, usize)> = counts
-        .into_iter()
-        .filter(|(t, n)| *n >= min_count && !SPECIAL_TOKENS.contains(&t.as_str()))
-        .collect();
-    let chars = |t: &str| t.trim_start_matches("##").chars().count();
-    // Single characters first (every word must stay spellable), then by count.
-    kept.sort_by(|(ta, na), (tb, nb)| {
-        (chars(ta) > 1)
-            .cmp(&(chars(tb) > 1))
-            .then(nb.cmp(na))
-            .then_with(|| ta.cmp(tb))
-    });
-    kept.truncate(size.saturating_sub(SPECIAL_TOKENS.len()));
-    Ok(SPECIAL_TOKENS
-        .iter()
-        .map(|s| s.to_string())
-        .chain(kept.into_iter().map(|(t, _)| t))
-        .collect())
+    }
+    Ok(pieces.vocab)
+}
+
+/// A vocabulary under construction: entries in order, and their ids.
+#[derive(Default)]
+struct Pieces {
+    vocab: Vec<String>,
+    ids: HashMap<String, u32>,
+}
+
+impl Pieces {
+    /// The id of `piece`, added at the end if new.
+    fn id(&mut self, piece: String) -> u32 {
+        if let Some(&id) = self.ids.get(&piece) {
+            return id;
+        }
+        let id = self.vocab.len() as u32;
+        self.vocab.push(piece.clone());
+        self.ids.insert(piece, id);
+        id
+    }
 }
 
 /// Calls `f` with every word of the texts as BERT's basic tokenizer splits them

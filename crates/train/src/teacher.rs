@@ -374,8 +374,21 @@ pub fn out_of_fold_probabilities(
 /// Folds of the teacher in [`distillation_targets`].
 pub const TEACHER_FOLDS: usize = 5;
 
-/// The teacher's `C`: the value `benchmarks/tfidf_baseline.py` chose on dev.
+/// The teacher's `C`: the value `benchmarks/tfidf_baseline.py` chose on dev
+/// for sklearn's `LogisticRegression(C=10)`.
 pub const TEACHER_C: f64 = 10.0;
+
+/// The `C` of [`LogisticRegression`] that fits sklearn's model at `c`: with two
+/// classes sklearn fits its binary model, whose optimum is the multinomial
+/// one's at half the C (at `c` itself the teacher would be sklearn's at `2c`:
+/// as accurate, but surer of itself, and sharper targets teach less).
+pub fn sklearn_equivalent_c(c: f64, classes: usize) -> f64 {
+    if classes == 2 {
+        c / 2.0
+    } else {
+        c
+    }
+}
 
 /// What [`crate::TrainData::soft_targets`] holds for distillation: each
 /// training example's out-of-fold teacher probabilities (a pair's two texts
@@ -396,7 +409,7 @@ pub fn distillation_targets(data: &Dataset, seed: u64) -> Result<Vec<Vec<f32>>> 
         &labels,
         data.labels.len(),
         TEACHER_FOLDS,
-        TEACHER_C,
+        sklearn_equivalent_c(TEACHER_C, data.labels.len()),
         seed,
     )
 }

@@ -515,6 +515,7 @@ fn save_checkpoint<AB: AutodiffBackend>(
     out: &Path,
     model: &BertForSequenceClassification<AB>,
     model_config: &BertConfig,
+    tokenizer: &BertTokenizer,
     opt: &AdamW<AB::InnerBackend>,
     state: &TrainerState,
     keep: usize,
@@ -524,6 +525,7 @@ fn save_checkpoint<AB: AutodiffBackend>(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     save_classifier(model, model_config, &tmp)?;
+    tokenizer.save(&tmp)?;
     write_f32_tensors(
         &tmp.join("optimizer.safetensors"),
         &opt.state_tensors::<AB, _>(model),
@@ -544,6 +546,39 @@ fn save_checkpoint<AB: AutodiffBackend>(
         if Some(*step) != state.best_step {
             remove_checkpoint(path);
         }
+    }
+    Ok(())
+}
+
+/// Fails when the run being resumed recorded a vocabulary other than
+/// `tokenizer`'s (in its last checkpoint `dir`, or, from older zhbert versions,
+/// only in the finished run's folder `out`): its weights would be fed other
+/// token ids. A preset's vocabulary is rebuilt from the training text, so
+/// another text, or another zhbert's rule for it, gives another one.
+fn ensure_same_vocabulary(tokenizer: &BertTokenizer, dir: &Path, out: &Path) -> Result<()> {
+    let Some(path) = [dir, out]
+        .iter()
+        .map(|d| d.join("vocab.txt"))
+        .find(|p| p.is_file())
+    else {
+        return Ok(());
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let saved: Vec<&str> = text.lines().collect();
+    let moved = saved
+        .iter()
+        .enumerate()
+        .filter(|&(i, t)| tokenizer.token_to_id(t) != Some(i as u32))
+        .count();
+    if moved > 0 || saved.len() != tokenizer.vocab_size() {
+        bail!(
+            "{}: the run in {} used another vocabulary than this one ({} entries there, {} here, {moved} of them at other ids; a preset builds its own from the training text): delete that folder or choose another --output",
+            path.display(),
+            out.display(),
+            saved.len(),
+            tokenizer.vocab_size(),
+        );
     }
     Ok(())
 }
@@ -752,6 +787,7 @@ pub fn train_replica<AB: AutodiffBackend>(
     if resume {
         match list_checkpoints(out).last() {
             Some((_, dir)) => {
+                ensure_same_vocabulary(tokenizer, dir, out)?;
                 state = load_checkpoint(dir, &mut model, &mut opt, device)?;
                 if state.config.as_ref() != Some(config) {
                     tracing::warn!(
@@ -1077,6 +1113,7 @@ pub fn train_replica<AB: AutodiffBackend>(
                     out,
                     &model,
                     model_config,
+                    tokenizer,
                     &opt,
                     &state,
                     config.keep_checkpoints,

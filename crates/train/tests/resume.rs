@@ -147,6 +147,44 @@ fn resumed_run_ends_bit_identical_to_uninterrupted_run() {
     assert!(err.contains("--resume"), "{err}");
 }
 
+/// Resuming with another vocabulary of the same size (what a preset rebuilt
+/// from another training text, or by another zhbert, gives) is refused in one
+/// line: the saved weights would be read with other token ids.
+#[test]
+fn resuming_with_another_vocabulary_is_refused() {
+    let _serial = serial();
+    let out = tempfile::tempdir().unwrap();
+    run(out.path(), false, 1);
+    let (tokenizer, config, data) = tiny_setup();
+    let mut vocab: Vec<String> = (0..tokenizer.vocab_size() as u32)
+        .map(|i| tokenizer.inner().id_to_token(i).unwrap())
+        .collect();
+    let n = vocab.len();
+    vocab.swap(n - 1, n - 2);
+    let other = BertTokenizer::from_vocab(&vocab, TokenizerConfig::default()).unwrap();
+    let device = Default::default();
+    let train_config = TrainConfig {
+        epochs: 3,
+        batch_size: 8,
+        max_length: 16,
+        ..TrainConfig::default()
+    };
+    let err = train::<AB>(
+        config.init_classifier::<AB>(&device),
+        &config,
+        &other,
+        &data,
+        &train_config,
+        out.path(),
+        true,
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("another vocabulary"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+}
+
 /// The error of a tiny run that must be refused.
 fn refusal(train_config: &TrainConfig, out: &Path) -> String {
     let (tokenizer, config, data) = tiny_setup();
