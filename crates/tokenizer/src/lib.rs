@@ -645,10 +645,10 @@ pub fn build_char_vocab<'a>(
 /// with `tokenize_chinese_chars` off a run of Chinese is one word). Each word
 /// starts as its characters, `c` first and `##c` after. The vocabulary is BERT's
 /// five special tokens, every character seen (in code point order, then the
-/// `##` forms as they first occur in the sorted words), then the pieces made by
-/// merging, most often the adjacent pair seen most often in the words, until
-/// `size` entries or until no pair is seen `min_count` times: `质` + `##量`
-/// becomes `质量`, `##很` + `##好` becomes `##很好`.
+/// `##` forms as they first occur in the sorted words), then one new piece per
+/// merge: again and again, the adjacent pair seen most often in the words
+/// becomes one piece (`质` + `##量` is `质量`, `##很` + `##好` is `##很好`),
+/// until `size` entries or until no pair is seen `min_count` times.
 ///
 /// This is HF's algorithm with one difference: HF numbers the `##` forms in hash
 /// order, and breaks ties between equally frequent pairs by those numbers, so its

@@ -69,8 +69,8 @@ pub fn presets() -> Vec<Preset> {
     // 0.84, and halve the tokens per review, so length 128 costs what
     // characters at 64 did. Pieces learned by merges (HF's WordPieceTrainer)
     // beat the most frequent n-grams: in PyTorch, same seed, 0.860 against
-    // 0.846; in zhbert, mean test accuracy over three seeds 0.847 against
-    // 0.842. 32k entries, dropout 0.3 or 2 layers did no better. Length
+    // 0.846; in zhbert, mean test accuracy over seeds 42, 1 and 2 0.847
+    // against 0.839. 32k entries, dropout 0.3 or 2 layers did no better. Length
     // grouping works once its batches are shuffled (zhbert_data's
     // `epoch_batches`); in HF's order it stalled training at ln 2. lr 5e-4
     // stalls at the prior; 3e-4 learns. Distillation from a char n-gram
