@@ -81,7 +81,7 @@ machine was compiling Rust at times, so wall times are approximate):
     --pooling mean --token-mask 0.15  dev 0.815 / 0.820 / 0.832, test 0.836
     --pooling mean --ft-epochs 6      dev 0.809 / 0.789 / 0.815 / 0.816 (stopped after 4 of 6)
     --distill 0.5                     dev 0.834 / 0.838 / 0.844, test 0.859
-  Second session (2026-11-26), `--distill 0.5`, seeds 1 and 2:
+  Later runs (2026-11-26), `--distill 0.5`, seeds 1 and 2:
     --wordpiece 16000 --seed 1        dev 0.826 / 0.840 / 0.840, test 0.860 (EMA 0.998: 0.855)
     --wordpiece 16000 --seed 2        dev 0.838 / 0.839 / 0.843, test 0.850 (EMA: 0.850)
     --tokenizer-json <zhbert n-gram vocabulary> --seed 1
