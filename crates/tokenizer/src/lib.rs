@@ -713,13 +713,10 @@ pub fn build_wordpiece_vocab<'a>(
         let Some((n, Reverse(pair))) = queue.pop() else {
             break;
         };
-        // Entries are not updated in place: a stale one goes back with the
-        // pair's current count.
-        let current = pair_counts.get(&pair).copied().unwrap_or(0);
-        if current != n {
-            if current > 0 {
-                queue.push((current, Reverse(pair)));
-            }
+        // Entries are not updated in place: every change of a pair's count
+        // queues it again, so an entry whose count is no longer the pair's is
+        // stale and dropped.
+        if pair_counts.get(&pair).copied().unwrap_or(0) != n {
             continue;
         }
         if n < min_count as i64 {

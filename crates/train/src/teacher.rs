@@ -382,7 +382,7 @@ pub const TEACHER_C: f64 = 10.0;
 /// classes sklearn fits its binary model, whose optimum is the multinomial
 /// one's at half the C (at `c` itself the teacher would be sklearn's at `2c`:
 /// as accurate, but surer of itself than the baseline it stands for).
-pub fn sklearn_equivalent_c(c: f64, classes: usize) -> f64 {
+fn sklearn_equivalent_c(c: f64, classes: usize) -> f64 {
     if classes == 2 {
         c / 2.0
     } else {
