@@ -125,7 +125,7 @@ for step in "$@"; do
             measure "finetune-$p-zhbert" 300 "$BIN/zhbert" train --train $data/train.tsv --dev $data/dev.tsv \
                 --test $data/test.tsv --model "$minilm" --output "runs/gpu-finetune-$p" --epochs 2 --lr 5e-5 \
                 --batch-size 32 --max-length 128 --warmup 0.1 --weight-decay 0.01 --max-grad-norm 1.0 \
-                --seed 42 --backend cuda --precision "$p"
+                --seed 42 --backend cuda --precision "$p" --pad-to-multiple-of 32
             cp "runs/gpu-finetune-$p/eval.json" "$OUT/finetune-$p-zhbert-eval.json" 2>/dev/null
             cp "runs/gpu-finetune-$p/metrics.jsonl" "$OUT/finetune-$p-zhbert-metrics.jsonl" 2>/dev/null
         done
@@ -138,7 +138,7 @@ for step in "$@"; do
         ;;
     ddp)
         common=(train --train $data/train.tsv --model tiny-zh --distill 0
-            --max-steps 20 --batch-size 32 --seed 7 --backend cuda --log-every 1)
+            --max-steps 20 --batch-size 32 --seed 7 --backend cuda --log-every 1 --pad-to-multiple-of 32)
         measure ddp-one 120 "$BIN/zhbert" "${common[@]}" --output runs/gpu-ddp-one
         measure ddp-two 120 "$BIN/zhbert" "${common[@]}" --output runs/gpu-ddp-two --devices cuda:0,cuda:0
         cp runs/gpu-ddp-one/metrics.jsonl "$OUT/ddp-one-metrics.jsonl" 2>/dev/null

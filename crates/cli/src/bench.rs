@@ -277,12 +277,14 @@ fn infer<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<serde_json:
             args.precision == Precision::Fp32,
             "--texts times fp32 inference only"
         );
-        let tokenizer = BertTokenizer::from_dir(&args.model).with_context(|| {
+        let mut tokenizer = BertTokenizer::from_dir(&args.model).with_context(|| {
             format!(
                 "{}: the texts workload needs the model's tokenizer",
                 args.model
             )
         })?;
+        args.backend
+            .configure_padding(&mut tokenizer, config.max_position_embeddings);
         let texts: Vec<(String, Option<String>)> = read_lines(path, args.limit)?
             .into_iter()
             .map(|t| (t, None))

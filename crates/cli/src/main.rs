@@ -32,6 +32,11 @@ pub struct BackendArgs {
     /// GPU index for wgpu or cuda.
     #[arg(long)]
     pub device: Option<usize>,
+    /// Pad every batch to a multiple of N tokens (HF's `pad_to_multiple_of`),
+    /// at most the model's max_position_embeddings: fewer distinct shapes for
+    /// wgpu and cuda to tune kernels for. The padding is masked: outputs do not change.
+    #[arg(long)]
+    pub pad_to_multiple_of: Option<usize>,
 }
 
 impl BackendArgs {
@@ -44,6 +49,14 @@ impl BackendArgs {
         };
         kind.ensure_compiled()?;
         Ok(kind)
+    }
+
+    /// Applies `--pad-to-multiple-of` to the tokenizer of a model with
+    /// `positions` position embeddings.
+    fn configure_padding(&self, tokenizer: &mut zhbert_tokenizer::BertTokenizer, positions: usize) {
+        if let Some(multiple) = self.pad_to_multiple_of {
+            tokenizer.set_pad_to_multiple_of(multiple, positions);
+        }
     }
 }
 

@@ -79,13 +79,15 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
 
 fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result<()> {
     let dir = crate::hub::resolve_model(&args.model)?;
-    let tokenizer = BertTokenizer::from_dir(&dir)?;
+    let mut tokenizer = BertTokenizer::from_dir(&dir)?;
     let options = LoadOptions {
         labels: None,
         allow_fresh_head: args.allow_fresh_head,
     };
     let (model, config, report) = load_classifier::<B>(&dir, &options, device)?;
     tracing::info!("{report}");
+    args.backend
+        .configure_padding(&mut tokenizer, config.max_position_embeddings);
     let mut inference = InferenceOptions::for_config(&config);
     inference.batch_size = args.batch_size;
     if let Some(n) = args.max_length {

@@ -539,7 +539,7 @@ fn run_on<AB: AutodiffBackend>(
         ),
     };
 
-    let (tokenizer, model, model_config) = match &preset {
+    let (mut tokenizer, model, model_config) = match &preset {
         Some(p) => {
             let tokenizer = p.tokenizer(
                 train_set
@@ -610,6 +610,8 @@ fn run_on<AB: AutodiffBackend>(
             (tokenizer, model, model_config)
         }
     };
+    args.backend
+        .configure_padding(&mut tokenizer, model_config.max_position_embeddings);
     let soft_targets = if config.distill > 0.0 && streamed.is_none() {
         let started = std::time::Instant::now();
         let targets = zhbert_train::teacher::distillation_targets(&train_set, config.seed)?;
@@ -791,9 +793,11 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
 
 fn eval_on<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
     let dir = crate::hub::resolve_model(&args.model)?;
-    let tokenizer = BertTokenizer::from_dir(&dir)?;
+    let mut tokenizer = BertTokenizer::from_dir(&dir)?;
     let (model, config, report) = load_classifier::<B>(&dir, &LoadOptions::default(), device)?;
     tracing::info!("{report}");
+    args.backend
+        .configure_padding(&mut tokenizer, config.max_position_embeddings);
     let options = ReadOptions {
         format: None,
         columns: Columns {

@@ -70,44 +70,52 @@ fn predict_on_an_exported_model_gives_pytorchs_logits() {
         .map(|t| serde_json::json!({ "text": t }).to_string())
         .collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
-    let output = tmp.path().join("out.jsonl");
-    zhbert_ok(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--batch-size",
-        "5",
-        "--top-k",
-        "2",
-    ]);
     let want = f32s(&fixtures().join("minilm/expected.safetensors"), "logits");
-    let got: Vec<serde_json::Value> = std::fs::read_to_string(&output)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(got.len(), texts.len(), "one line per input, in order");
-    for (i, line) in got.iter().enumerate() {
-        let logits: Vec<f32> = serde_json::from_value(line["logits"].clone()).unwrap();
-        for (k, l) in logits.iter().enumerate() {
-            let d = (l - want[i * 2 + k]).abs();
-            assert!(
-                d <= 1e-4,
-                "text {i} logit {k}: {l} vs {} (diff {d:e})",
-                want[i * 2 + k]
-            );
+    // Padded to the longest text of each batch, and to a multiple of 64 tokens
+    // (the padding is masked: PyTorch's logits all the same).
+    for pad in [None, Some("64")] {
+        let output = tmp.path().join("out.jsonl");
+        let mut args = vec![
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--batch-size",
+            "5",
+            "--top-k",
+            "2",
+        ];
+        if let Some(multiple) = pad {
+            args.extend(["--pad-to-multiple-of", multiple]);
         }
-        let label = if want[i * 2] >= want[i * 2 + 1] {
-            "neg"
-        } else {
-            "pos"
-        };
-        assert_eq!(line["label"], label);
-        assert_eq!(line["top_k"].as_array().unwrap().len(), 2);
+        zhbert_ok(&args);
+        let got: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(got.len(), texts.len(), "one line per input, in order");
+        for (i, line) in got.iter().enumerate() {
+            let logits: Vec<f32> = serde_json::from_value(line["logits"].clone()).unwrap();
+            for (k, l) in logits.iter().enumerate() {
+                let d = (l - want[i * 2 + k]).abs();
+                assert!(
+                    d <= 1e-4,
+                    "padding {pad:?}, text {i} logit {k}: {l} vs {} (diff {d:e})",
+                    want[i * 2 + k]
+                );
+            }
+            let label = if want[i * 2] >= want[i * 2 + 1] {
+                "neg"
+            } else {
+                "pos"
+            };
+            assert_eq!(line["label"], label);
+            assert_eq!(line["top_k"].as_array().unwrap().len(), 2);
+        }
     }
 }
 

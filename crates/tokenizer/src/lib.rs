@@ -167,7 +167,8 @@ pub struct Encoded {
 /// How a batch is padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Padding {
-    /// To the longest sequence in the batch (HF `padding="longest"`).
+    /// To the longest sequence in the batch (HF `padding="longest"`), rounded
+    /// up to a multiple when [`BertTokenizer::set_pad_to_multiple_of`] says so.
     Longest,
     /// To this fixed length (HF `padding="max_length"`); longer inputs must be truncated first.
     Fixed(usize),
@@ -214,6 +215,8 @@ pub struct BertTokenizer {
     cls_id: u32,
     sep_id: u32,
     pad_id: u32,
+    /// `(multiple, limit)` of [`BertTokenizer::set_pad_to_multiple_of`].
+    pad_to_multiple_of: Option<(usize, usize)>,
 }
 
 impl std::fmt::Debug for BertTokenizer {
@@ -358,7 +361,20 @@ impl BertTokenizer {
             cls_id,
             sep_id,
             pad_id,
+            pad_to_multiple_of: None,
         })
+    }
+
+    /// From now on [`Padding::Longest`] pads to a multiple of `multiple` tokens
+    /// (HF's `pad_to_multiple_of`), but never past `limit` tokens (the model's
+    /// `max_position_embeddings`); `multiple` 0 or 1 turns it off.
+    ///
+    /// Why: GPU backends tune and compile kernels per tensor shape, and a batch
+    /// padded to its longest text has a new shape almost every step; padded to
+    /// a multiple of 32 there are four shapes up to 128 tokens. The padding is
+    /// masked, so the outputs at the real tokens do not change.
+    pub fn set_pad_to_multiple_of(&mut self, multiple: usize, limit: usize) {
+        self.pad_to_multiple_of = (multiple > 1).then_some((multiple, limit));
     }
 
     /// The settings this tokenizer splits text with.
@@ -446,7 +462,10 @@ impl BertTokenizer {
     pub fn pad(&self, encoded: &[Encoded], padding: Padding) -> Result<Batch> {
         let longest = encoded.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
         let seq_len = match padding {
-            Padding::Longest => longest,
+            Padding::Longest => match self.pad_to_multiple_of {
+                Some((multiple, limit)) => longest.next_multiple_of(multiple).min(limit.max(longest)),
+                None => longest,
+            },
             Padding::Fixed(n) if n >= longest => n,
             Padding::Fixed(n) => {
                 return Err(TokenizerError::Request(format!(
@@ -878,6 +897,47 @@ mod tests {
         assert!(t
             .encode_batch(&[("很好看", None)], None, Padding::Fixed(3))
             .is_err());
+    }
+
+    #[test]
+    fn padding_to_a_multiple_rounds_up_the_longest_and_stops_at_the_limit() {
+        let mut t = tiny();
+        let texts = [("很好看", None), ("书", Some("ab"))]; // 5 and 6 tokens
+        let seq_len = |t: &BertTokenizer| {
+            let b = t.encode_batch(&texts, None, Padding::Longest).unwrap();
+            // Real tokens first, then padding: the mask counts the real ones.
+            let real: Vec<u32> = b
+                .attention_mask
+                .chunks(b.seq_len)
+                .map(|row| row.iter().sum())
+                .collect();
+            assert_eq!(real, [5, 6]);
+            assert!(b
+                .input_ids
+                .chunks(b.seq_len)
+                .all(|row| row[6..].iter().all(|&id| id == 0)));
+            b.seq_len
+        };
+        assert_eq!(seq_len(&t), 6);
+        t.set_pad_to_multiple_of(4, 512);
+        assert_eq!(seq_len(&t), 8);
+        t.set_pad_to_multiple_of(32, 512);
+        assert_eq!(seq_len(&t), 32);
+        // Never past the limit, and never below the longest input.
+        t.set_pad_to_multiple_of(32, 10);
+        assert_eq!(seq_len(&t), 10);
+        t.set_pad_to_multiple_of(32, 4);
+        assert_eq!(seq_len(&t), 6);
+        t.set_pad_to_multiple_of(1, 512);
+        assert_eq!(seq_len(&t), 6);
+        // A fixed length is what it says.
+        t.set_pad_to_multiple_of(32, 512);
+        assert_eq!(
+            t.encode_batch(&texts, None, Padding::Fixed(7))
+                .unwrap()
+                .seq_len,
+            7
+        );
     }
 
     #[test]
