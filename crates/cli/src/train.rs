@@ -539,9 +539,9 @@ fn run_on<AB: AutodiffBackend>(
         ),
     };
 
-    let (mut tokenizer, model, model_config) = match &preset {
+    let (tokenizer, model, model_config) = match &preset {
         Some(p) => {
-            let tokenizer = p.tokenizer(
+            let mut tokenizer = p.tokenizer(
                 train_set
                     .examples
                     .iter()
@@ -558,6 +558,7 @@ fn run_on<AB: AutodiffBackend>(
             } else {
                 config.max_length
             };
+            args.backend.configure_padding(&mut tokenizer, positions);
             let model_config = p.model_config(tokenizer.vocab_size(), &labels, positions);
             tracing::info!(
                 "preset {}: {} layers, hidden {}, vocabulary of {} entries from the training text, {:.1}M parameters, trained from scratch",
@@ -593,13 +594,15 @@ fn run_on<AB: AutodiffBackend>(
                         .join(", ")
                 )
             })?;
-            let tokenizer = BertTokenizer::from_dir(&dir)?;
+            let mut tokenizer = BertTokenizer::from_dir(&dir)?;
             let options = LoadOptions {
                 labels: Some(labels.clone()),
                 allow_fresh_head: true,
             };
             let (model, model_config, report) = load_classifier::<AB>(&dir, &options, device)?;
             tracing::info!("{report}");
+            args.backend
+                .configure_padding(&mut tokenizer, model_config.max_position_embeddings);
             if config.max_length > model_config.max_position_embeddings {
                 bail!(
                     "--max-length {} exceeds the model's max_position_embeddings {}",
@@ -610,8 +613,6 @@ fn run_on<AB: AutodiffBackend>(
             (tokenizer, model, model_config)
         }
     };
-    args.backend
-        .configure_padding(&mut tokenizer, model_config.max_position_embeddings);
     let soft_targets = if config.distill > 0.0 && streamed.is_none() {
         let started = std::time::Instant::now();
         let targets = zhbert_train::teacher::distillation_targets(&train_set, config.seed)?;
