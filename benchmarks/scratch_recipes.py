@@ -426,6 +426,8 @@ def main() -> None:
     p.add_argument("--aux-mlm", type=float, default=0.0,
                    help="fine-tuning adds this weight times a masked-LM loss on the same (masked) batch")
     args = p.parse_args()
+    if args.augment and not (args.distill > 0 and (args.wordpiece or args.tokenizer_json)):
+        p.error("--augment needs --distill and a WordPiece vocabulary (--wordpiece or --tokenizer-json)")
     for k, v in RECIPES[args.recipe].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -498,7 +500,6 @@ def main() -> None:
         soft, view_soft = teacher_probabilities(train_texts, train_labels, args.seed, views, args.teacher == "nb")
         weights = [args.distill] * len(train_texts)
         if views:
-            n = len(train_texts)
             flat = [v for vs in views for v in vs]
             view_ids = encode_wp(tok, flat, args.max_length)
             train_ids = train_ids + view_ids
