@@ -349,7 +349,7 @@ def teacher_probabilities(texts: list[str], labels: list[int], seed: int,
         x = vec.fit_transform([texts[i] for i in fit])
         scale = nb_ratio(x, y[fit]) if nb else None
         features = (lambda m: m.multiply(scale).tocsr()) if nb else (lambda m: m)
-        lr = LogisticRegression(C=10.0, max_iter=3000).fit(features(x), y[fit])
+        lr = LogisticRegression(C=10.0, max_iter=2000).fit(features(x), y[fit])
         out[held] = lr.predict_proba(features(vec.transform([texts[i] for i in held])))
         if k:
             views = [augments[i][j] for i in held for j in range(k)]
@@ -421,8 +421,6 @@ def main() -> None:
                    help="with --distill: the baseline's TF-IDF + LR, or the same with NB-weighted features (nb_ratio)")
     p.add_argument("--rdrop", type=float, default=0.0,
                    help="R-Drop (Liang et al. 2021): each batch twice with different dropout, plus this weight x the symmetric KL between the two")
-    p.add_argument("--augment-weight", type=float,
-                   help="the teacher's weight on the views (default: --distill)")
     p.add_argument("--aux-mlm", type=float, default=0.0,
                    help="fine-tuning adds this weight times a masked-LM loss on the same (masked) batch")
     args = p.parse_args()
@@ -498,18 +496,14 @@ def main() -> None:
         aug_rng = random.Random(args.seed + 4)
         views = [[augment_text(t, aug_rng) for _ in range(args.augment)] for t in train_texts] if args.augment else None
         soft, view_soft = teacher_probabilities(train_texts, train_labels, args.seed, views, args.teacher == "nb")
-        weights = [args.distill] * len(train_texts)
         if views:
             flat = [v for vs in views for v in vs]
             view_ids = encode_wp(tok, flat, args.max_length)
             train_ids = train_ids + view_ids
             train_labels = train_labels + [l for l in train_labels for _ in range(args.augment)]
             soft = torch.cat([soft, view_soft.reshape(-1, 2)])
-            w = args.distill if args.augment_weight is None else args.augment_weight
-            weights += [w] * len(flat)
             emit(phase="augment", views=len(flat), mean_view_tokens=sum(map(len, view_ids)) / len(view_ids),
                  example=[train_texts[0], views[0]])
-        weights = torch.tensor(weights)
     opt = hf_adamw(model, args.ft_lr, 0.01)
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
     total = args.ft_epochs * steps_per_epoch
@@ -558,10 +552,8 @@ def main() -> None:
                 loss = torch.nn.functional.cross_entropy(logits, labels)
                 if soft is not None:
                     target = soft[torch.tensor(idx)]
-                    w = weights[torch.tensor(idx)]
-                    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-                    kd = -(target * torch.log_softmax(logits, -1)).sum(-1)
-                    loss = ((1 - w) * ce + w * kd).mean()
+                    kd = -(target * torch.log_softmax(logits, -1)).sum(-1).mean()
+                    loss = (1 - args.distill) * loss + args.distill * kd
                 if args.rdrop > 0:
                     lp1, lp2 = torch.log_softmax(logits, -1).chunk(2)
                     kl = 0.5 * ((lp1.exp() * (lp1 - lp2)).sum(-1) + (lp2.exp() * (lp2 - lp1)).sum(-1)).mean()
