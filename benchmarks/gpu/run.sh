@@ -4,19 +4,19 @@
 #
 #   benchmarks/gpu/run.sh BIN_DIR OUT_DIR [STEP...]
 #
-# BIN_DIR holds `zhbert` (`cargo build --release -p zhbert-cli --features cuda`)
-# and the test binaries `backends` and `train-parity` (the `backends` and
-# `parity` test executables of zhbert-model and zhbert-train from
-# `cargo test --release --features cuda --no-run`; they find tests/fixtures
-# through the path of the checkout they were built in, so link that path to
-# this checkout there). The MiniLM folder is
-# $ZHBERT_MINILM_DIR, the sentiment split datasets/sentiment/ (`zhbert datasets
-# fetch`). Each step writes its log and JSON lines under OUT_DIR:
+# BIN_DIR holds `zhbert` and the test binaries `backends` and `train-parity`
+# (the `backends` and `parity` test executables of zhbert-model and
+# zhbert-train), as benchmarks/gpu/build.sh makes them: CUDA, autotuning
+# compiled out. The test binaries find tests/fixtures through the path of the
+# checkout they were built in, so link that path to this checkout there. The
+# MiniLM folder is $ZHBERT_MINILM_DIR, the sentiment split datasets/sentiment/
+# (`zhbert datasets fetch`). Each step writes its log and JSON lines under
+# OUT_DIR; with no STEP, all of them run in this order (most wanted first, for a
+# short lease):
 #
 #   info      nvidia-smi, `zhbert info`, torch's view of the GPU
-#   parity    the ignored CUDA tests: logits against Flex and PyTorch (1e-3);
-#             5 fp32 training steps against PyTorch and Flex; 20 bf16 and f16
-#             steps against torch.autocast
+#   parity-model  the ignored CUDA test of zhbert-model: logits against
+#             PyTorch's, within 3 times what TF32 matmul operands make PyTorch stray
 #   bench-minilm, bench-bert-base
 #             200 training steps (batch 32, length 128) of MiniLM or of the
 #             bert-base-chinese shape, fp32 and bf16, zhbert then PyTorch
@@ -24,7 +24,10 @@
 #   finetune  MiniLM on the sentiment corpus (2 epochs, lr 5e-5, batch 32,
 #             length 128, seed 42), fp32 and bf16: test accuracy and speed
 #   ddp       tiny-zh for 20 steps on one replica and on `--devices cuda:0,cuda:0`
+#   parity-train  the ignored CUDA test of zhbert-train: 5 fp32 training steps
+#             against PyTorch and Flex; 20 bf16 and f16 steps against torch.autocast
 #   torch-finetune  the finetune step's runs in PyTorch (benchmarks/pytorch_finetune.py)
+#   (`parity` runs parity-model and parity-train)
 #
 # With ZHBERT_GPU_DEADLINE=S, no run goes on past S seconds from the start (a
 # lease of a GPU machine is short): each run's time limit is cut to what is
@@ -37,17 +40,23 @@ set -uo pipefail
 BIN=$(realpath "$1")
 OUT=$(realpath -m "$2")
 shift 2
-[ $# -gt 0 ] || set -- info parity bench-minilm bench-bert-base finetune ddp torch-finetune
+[ $# -gt 0 ] || set -- info parity-model bench-minilm finetune bench-bert-base ddp parity-train torch-finetune
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$REPO"
 mkdir -p "$OUT"
 export RUST_LOG=${RUST_LOG:-info} TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1
-# burn's CUDA backend tunes every new matmul and reduction shape by compiling
-# candidate kernels with NVRTC and timing them: 0.1 to 27 s per shape at the
-# default level on an H200 (benchmarks/results/2026-11-26-h200-cuda.json), which
-# kept every first run of the default level inside its warm-up. Fewer candidates:
+# A normal build of burn's CUDA backend tunes every new matmul and reduction
+# shape (0.1 to 27 s each on an H200); build.sh compiles that out, and this
+# keeps the tuning coarse where a tuned build is given.
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 echo "CUBECL_AUTOTUNE_LEVEL=$CUBECL_AUTOTUNE_LEVEL" | tee -a "$OUT/steps.log"
+# Each process compiles its kernels with NVRTC (about a second each): keep the
+# PTX under target/ so the runs after the first reuse it (cubecl reads
+# cubecl.toml from the working directory up).
+if [ ! -e cubecl.toml ]; then
+    printf '[compilation]\ncache = "target"\n' >cubecl.toml
+    trap 'rm -f "$REPO/cubecl.toml"' EXIT
+fi
 # burn's CUDA runtime compiles its kernels with NVRTC, loaded at run time.
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
     "$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null)"/nvidia/cu13/lib; do
@@ -99,7 +108,11 @@ EOF
 
 minilm=${ZHBERT_MINILM_DIR:-target/assets/minilm}
 data=datasets/sentiment
+steps=()
 for step in "$@"; do
+    if [ "$step" = parity ]; then steps+=(parity-model parity-train); else steps+=("$step"); fi
+done
+for step in "${steps[@]}"; do
     case $step in
     info)
         nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
@@ -107,8 +120,10 @@ for step in "$@"; do
         timeout 60 "$BIN/zhbert" info 2>&1 | tee "$OUT/zhbert-info.txt"
         python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name())' 2>&1 | tee -a "$OUT/zhbert-info.txt"
         ;;
-    parity)
+    parity-model)
         measure parity-model 150 "$BIN/backends" --ignored cuda --nocapture --test-threads 1
+        ;;
+    parity-train)
         measure parity-train 200 "$BIN/train-parity" --ignored cuda --nocapture --test-threads 1
         ;;
     bench-minilm | bench-bert-base)
@@ -116,13 +131,13 @@ for step in "$@"; do
         model=$([ "$tag" = bert-base ] && echo bert-base-chinese-shape || echo "$minilm")
         for p in fp32 bf16; do
             args=(train --model "$model" --steps 200 --warmup 5 --batch-size 32 --seq-len 128 --precision "$p")
-            measure "bench-$tag-$p-zhbert" 150 "$BIN/zhbert" bench "${args[@]}" --backend cuda
-            measure "bench-$tag-$p-pytorch" 90 python3 benchmarks/pytorch_bench.py "${args[@]}" --device cuda
+            measure "bench-$tag-$p-zhbert" 100 "$BIN/zhbert" bench "${args[@]}" --backend cuda
+            measure "bench-$tag-$p-pytorch" 60 python3 benchmarks/pytorch_bench.py "${args[@]}" --device cuda
         done
         ;;
     finetune)
         for p in fp32 bf16; do
-            measure "finetune-$p-zhbert" 300 "$BIN/zhbert" train --train $data/train.tsv --dev $data/dev.tsv \
+            measure "finetune-$p-zhbert" 200 "$BIN/zhbert" train --train $data/train.tsv --dev $data/dev.tsv \
                 --test $data/test.tsv --model "$minilm" --output "runs/gpu-finetune-$p" --epochs 2 --lr 5e-5 \
                 --batch-size 32 --max-length 128 --warmup 0.1 --weight-decay 0.01 --max-grad-norm 1.0 \
                 --seed 42 --backend cuda --precision "$p" --pad-to-multiple-of 32
@@ -132,20 +147,20 @@ for step in "$@"; do
         ;;
     torch-finetune)
         for p in fp32 bf16; do
-            measure "finetune-$p-pytorch" 200 python3 benchmarks/pytorch_finetune.py --minilm-dir "$minilm" \
+            measure "finetune-$p-pytorch" 100 python3 benchmarks/pytorch_finetune.py --minilm-dir "$minilm" \
                 --device cuda --precision "$p" --out "$OUT/finetune-$p-pytorch.json"
         done
         ;;
     ddp)
         common=(train --train $data/train.tsv --model tiny-zh --distill 0
-            --max-steps 20 --batch-size 32 --seed 7 --backend cuda --log-every 1 --pad-to-multiple-of 32)
-        measure ddp-one 120 "$BIN/zhbert" "${common[@]}" --output runs/gpu-ddp-one
-        measure ddp-two 120 "$BIN/zhbert" "${common[@]}" --output runs/gpu-ddp-two --devices cuda:0,cuda:0
+            --pretrain-epochs 0 --max-steps 20 --batch-size 32 --seed 7 --backend cuda --log-every 1 --pad-to-multiple-of 32)
+        measure ddp-one 60 "$BIN/zhbert" "${common[@]}" --output runs/gpu-ddp-one
+        measure ddp-two 60 "$BIN/zhbert" "${common[@]}" --output runs/gpu-ddp-two --devices cuda:0,cuda:0
         cp runs/gpu-ddp-one/metrics.jsonl "$OUT/ddp-one-metrics.jsonl" 2>/dev/null
         cp runs/gpu-ddp-two/metrics.jsonl "$OUT/ddp-two-metrics.jsonl" 2>/dev/null
         ;;
     *)
-        echo "unknown step $step (info parity bench-minilm bench-bert-base finetune ddp torch-finetune)" >&2
+        echo "unknown step $step (info parity parity-model parity-train bench-minilm bench-bert-base finetune ddp torch-finetune)" >&2
         exit 2
         ;;
     esac
