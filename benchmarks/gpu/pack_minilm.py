@@ -12,7 +12,6 @@ compress away. The random token ids of `zhbert bench` and pytorch_bench.py may
 hit zeroed rows: that changes the numbers, not the work or the time.
 """
 
-import csv
 import sys
 import tarfile
 import tempfile
@@ -22,16 +21,15 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from tokenizers import Tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sentiment_split import REPO, read_split  # noqa: E402
 
 
 def used_ids(minilm: Path) -> set[int]:
     ids: set[int] = set()
     tokenizer = Tokenizer.from_file(str(minilm / "tokenizer.json"))
     for split in sorted((REPO / "datasets/sentiment").glob("*.tsv")):
-        with open(split, newline="", encoding="utf-8") as f:
-            # Quoted as zhbert reads them (the csv crate): a text may hold quotes.
-            texts = [row["text"] for row in csv.DictReader(f, delimiter="\t")]
+        texts, _ = read_split(split)
         for enc in tokenizer.encode_batch(texts):
             ids.update(enc.ids)
     for fixture in ["tests/fixtures/minilm/expected.safetensors",

@@ -919,17 +919,18 @@ mod tests {
             b.seq_len
         };
         assert_eq!(seq_len(&t), 6);
-        t.set_pad_to_multiple_of(4, 512);
-        assert_eq!(seq_len(&t), 8);
-        t.set_pad_to_multiple_of(32, 512);
-        assert_eq!(seq_len(&t), 32);
-        // Never past the limit, and never below the longest input.
-        t.set_pad_to_multiple_of(32, 10);
-        assert_eq!(seq_len(&t), 10);
-        t.set_pad_to_multiple_of(32, 4);
-        assert_eq!(seq_len(&t), 6);
-        t.set_pad_to_multiple_of(1, 512);
-        assert_eq!(seq_len(&t), 6);
+        // (multiple, limit, padded length): never past the limit, never below
+        // the longest input, and a multiple of 1 is no rounding.
+        for (multiple, limit, want) in [
+            (4, 512, 8),
+            (32, 512, 32),
+            (32, 10, 10),
+            (32, 4, 6),
+            (1, 512, 6),
+        ] {
+            t.set_pad_to_multiple_of(multiple, limit);
+            assert_eq!(seq_len(&t), want, "multiple {multiple}, limit {limit}");
+        }
         // A fixed length is what it says.
         t.set_pad_to_multiple_of(32, 512);
         assert_eq!(
