@@ -369,14 +369,14 @@ def mean_pooled_logits(model, input_ids, attention):
 POOLING = "cls"
 
 
-def accuracy(model, ids: list[list[int]], labels: list[int]) -> float:
+def accuracy(model, ids: list[list[int]], labels: list[int], device: str = "cpu", batch_size: int = 64) -> float:
     model.eval()
     correct = 0
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     with torch.inference_mode():
-        for i in range(0, len(order), 64):
-            idx = order[i : i + 64]
-            input_ids, attention = pad([ids[j] for j in idx])
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            input_ids, attention = (t.to(device) for t in pad([ids[j] for j in idx]))
             logits = (mean_pooled_logits(model, input_ids, attention) if POOLING == "mean"
                       else model(input_ids=input_ids, attention_mask=attention).logits)
             pred = logits.argmax(-1).tolist()

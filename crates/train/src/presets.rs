@@ -77,6 +77,10 @@ pub fn presets() -> Vec<Preset> {
     // TF-IDF teacher (crate::teacher, weight 0.5), which sees every
     // overlapping n-gram where the BERT sees one segmentation, raises dev
     // accuracy by about a point; test accuracy stays near the teacher's 0.850.
+    // A sweep of this recipe in PyTorch (114 runs, 2-9 seeds per variant:
+    // width, depth, epochs, batch, lr, vocabulary size, length, the teacher's
+    // weight, temperature and features) found nothing that reaches the teacher
+    // on dev; five epochs gained 0.4 points of dev accuracy for 1.67x the time.
     let tiny = Preset {
         name: "tiny-zh",
         hidden_size: 256,
