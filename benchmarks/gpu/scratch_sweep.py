@@ -102,7 +102,8 @@ def plan_length() -> list[dict]:
 def plan_smoke() -> list[dict]:
     """Two tiny recipes, one epoch: checks the script end to end on a CPU."""
     small = dict(BASE, hidden=64, layers=1, vocab=2000, epochs=1, batch=128)
-    return [dict(small, change={}), dict(small, teacher="nb", temperature=2.0, rdrop=1.0, change={"teacher": "nb"})]
+    other = {"teacher": "nb", "temperature": 2.0, "rdrop": 1.0}
+    return [dict(small, change={}), dict(small, **other, change=other)]
 
 
 PLANS = {"main": plan_main, "confirm": plan_confirm, "distill": plan_distill, "length": plan_length, "smoke": plan_smoke}
@@ -112,7 +113,6 @@ PLANS = {"main": plan_main, "confirm": plan_confirm, "distill": plan_distill, "l
 
 def write_teachers(out: Path, data: Path) -> None:
     import numpy as np
-    sys.path.insert(0, str(HERE.parent))
     import scratch_recipes as sr
     texts, labels = read_split(data / "train.tsv")
     out.mkdir(parents=True, exist_ok=True)
