@@ -54,10 +54,16 @@ BASE = dict(hidden=256, layers=4, vocab=16000, max_length=128, lr=3e-4, epochs=3
             weight_decay=0.01, rdrop=0.0)
 
 
+def from_changes(changes: list[dict]) -> list[dict]:
+    """Recipes: the preset (`BASE`) with each change applied, the change kept
+    under `change` to name the recipe in the summary."""
+    return [dict(BASE, **c, change=c) for c in changes]
+
+
 def plan_main() -> list[dict]:
     """Recipes, most wanted first: the preset, then one change at a time, then
     the changes that combine cheaply."""
-    variants = [
+    return from_changes([
         {},
         {"distill": 0.8}, {"distill": 1.0},
         {"teacher": "nb", "distill": 0.5}, {"teacher": "nb", "distill": 0.8},
@@ -72,31 +78,29 @@ def plan_main() -> list[dict]:
         {"rdrop": 1.0, "teacher": "nb", "distill": 0.8},
         {"teacher": "nb", "distill": 1.0, "epochs": 5},
         {"hidden": 384, "layers": 4, "teacher": "nb", "distill": 0.8},
-    ]
-    return [dict(BASE, **v, change=v) for v in variants]
+    ])
 
 
 def plan_confirm() -> list[dict]:
     """After `main`: more seeds of the recipes with the best mean dev accuracy
     there, and their combinations (run with --first-seed 5)."""
-    variants = [
+    return from_changes([
         {"epochs": 5}, {"hidden": 128, "layers": 4, "epochs": 6}, {"hidden": 128, "layers": 4, "epochs": 10},
         {"epochs": 5, "dropout": 0.2, "teacher": "nb", "distill": 0.8},
         {"epochs": 5, "vocab": 20000},
-    ]
-    return [dict(BASE, **v, change=v) for v in variants]
+    ])
 
 
 def plan_distill() -> list[dict]:
     """The distillation weight below the preset's 0.5 (the GPU runs of `main`
     only went above it); cheap enough for the CPU (`--device cpu`)."""
-    return [dict(BASE, distill=w, change={"distill": w}) for w in (0.3, 0.0)]
+    return from_changes([{"distill": 0.3}, {"distill": 0.0}])
 
 
 def plan_length() -> list[dict]:
     """Max length 256: 5.4% of training and 7.3% of dev reviews are longer than
     128 tokens, and the teacher reads them whole (CPU)."""
-    return [dict(BASE, max_length=256, change={"max_length": 256})]
+    return from_changes([{"max_length": 256}])
 
 
 def plan_smoke() -> list[dict]:
@@ -229,8 +233,7 @@ def sweep(args) -> None:
             out.write(json.dumps(res) + "\n")
             out.flush()
             if time.monotonic() > deadline:
-                pool.terminate()
-                break
+                break  # leaving the `with` terminates the workers
 
 
 def summary(paths: list[Path]) -> None:
@@ -246,10 +249,10 @@ def summary(paths: list[Path]) -> None:
     base_flops = st.mean(r["flops"] for r in base) if base else float("nan")
     rows = []
     for key, recs in groups.items():
-        dev = [r["best"]["dev"] for r in recs]
+        dev = st.mean(r["best"]["dev"] for r in recs)
         test = [r["best"]["test"] for r in recs]
-        rows.append((st.mean(dev), key, len(recs), st.mean(test), st.stdev(test) if len(test) > 1 else 0.0,
-                     (st.mean(dev) + st.mean(test)) / 2, st.mean(r["flops"] for r in recs) / base_flops))
+        rows.append((dev, key, len(recs), st.mean(test), st.stdev(test) if len(test) > 1 else 0.0,
+                     (dev + st.mean(test)) / 2, st.mean(r["flops"] for r in recs) / base_flops))
     print(f"{'change':62} {'n':>2} {'dev':>7} {'test':>7} {'sd':>6} {'both':>7} {'cost':>5}")
     for dev, key, n, test, sd, both, cost in sorted(rows, reverse=True):
         print(f"{key:62} {n:2d} {dev:7.4f} {test:7.4f} {sd:6.4f} {both:7.4f} {cost:5.2f}")
