@@ -120,6 +120,24 @@ fn tune_allocator() {
     }
 }
 
+/// An error as one line: its chain of causes joined by ": ", no backtrace.
+/// A cause whose message is already in the line is left out, since many
+/// library errors print their source inside their own message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let message = cause.to_string().replace(['\n', '\r'], " ");
+        if line.contains(message.as_str()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&message);
+    }
+    line
+}
+
 fn main() {
     tune_allocator();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -148,8 +166,7 @@ fn main() {
         Command::Orchestrator { port } => zhbert_train::run_orchestrator(port),
     };
     if let Err(e) = result {
-        // One line: the chain of causes joined, no backtrace.
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
 }
@@ -178,5 +195,22 @@ fn info() {
     println!("backends compiled in (and the devices they see):");
     for kind in BackendKind::available() {
         println!("  {:<8} {}", kind.feature(), backend::describe(kind));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_line_leaves_out_causes_already_printed() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io)
+            .context("a.tsv: No such file")
+            .context("reading the training data");
+        assert_eq!(
+            super::one_line(&e),
+            "reading the training data: a.tsv: No such file"
+        );
+        let two_lines = anyhow::anyhow!("line one\nline two");
+        assert_eq!(super::one_line(&two_lines), "line one line two");
     }
 }

@@ -18,10 +18,30 @@ use zhbert_model::{
 use zhbert_tokenizer::BertTokenizer;
 use zhbert_train::{
     check_fresh_output, evaluate, list_checkpoints, preset, presets, pretrain_mlm, train_replica,
-    ClassWeights, PretrainConfig, Replica, TrainConfig, TrainData, TrainSet, Warmup,
+    ClassWeights, LrScheduler, PretrainConfig, Replica, TrainConfig, TrainData, TrainSet, Warmup,
 };
 
 use crate::{with_backend, BackendArgs};
+
+/// A TOML value of an option whose flag is text: `warmup = 500`, `warmup =
+/// 0.1`, `class_weights = [1, 2.5]` read as the flag would be written (`500`,
+/// `0.1`, `1,2.5`), strings as they are.
+fn flag_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        List(Vec<f64>),
+    }
+    Ok(Option::<Value>::deserialize(d)?.map(|v| match v {
+        Value::Text(s) => s,
+        Value::Integer(n) => n.to_string(),
+        Value::Float(x) => x.to_string(),
+        Value::List(xs) => xs.iter().map(f64::to_string).collect::<Vec<_>>().join(","),
+    }))
+}
 
 /// Every option of `zhbert train`; each can also come from `--config FILE.toml`
 /// (same names, snake_case); flags win.
@@ -75,6 +95,7 @@ pub struct TrainArgs {
     max_length: Option<usize>,
     /// Warmup: steps (500) or ratio (0.1).
     #[arg(long)]
+    #[serde(deserialize_with = "flag_text")]
     warmup: Option<String>,
     #[arg(long)]
     weight_decay: Option<f64>,
@@ -105,6 +126,7 @@ pub struct TrainArgs {
     metric: Option<String>,
     /// Class weights: auto or a comma-separated list in label order.
     #[arg(long)]
+    #[serde(deserialize_with = "flag_text")]
     class_weights: Option<String>,
     #[arg(long)]
     label_smoothing: Option<f32>,
@@ -114,6 +136,10 @@ pub struct TrainArgs {
     /// Log every N steps when not on a terminal.
     #[arg(long)]
     log_every: Option<usize>,
+    /// Learning rate after warmup (HF's lr_scheduler_type): linear (default),
+    /// cosine, constant (no warmup) or constant_with_warmup.
+    #[arg(long)]
+    lr_scheduler: Option<LrScheduler>,
     /// Float type of matmuls and attention: fp32, bf16 or f16 (mixed precision:
     /// fp32 master weights, optimizer state, softmax, LayerNorm and loss; f16
     /// scales the loss dynamically). Needs flex, wgpu or cuda; pretraining
@@ -219,6 +245,7 @@ impl TrainArgs {
                 label_smoothing,
                 log_every,
                 group_by_length,
+                lr_scheduler,
                 precision,
                 initial_loss_scale,
                 distill,
@@ -250,6 +277,7 @@ impl TrainArgs {
             label_smoothing,
             log_every,
             group_by_length,
+            lr_scheduler,
             precision,
             distill
         );
@@ -517,6 +545,14 @@ fn run_on<AB: AutodiffBackend>(
         read(train_path, &args.read_options(None))?
     };
     let labels = all.labels.clone();
+    if let [only] = labels.as_slice() {
+        // HF reads `num_labels: 1` as a regression head, so a one-label
+        // training set would save a model that `transformers` misreads.
+        bail!(
+            "{}: every example has the label {only:?}; a classifier needs at least two labels",
+            train_path.display()
+        );
+    }
     let known = args.read_options(Some(labels.clone()));
     let (train_set, dev_set, test_set) = match (&args.dev, &args.test) {
         (None, None) => {
@@ -586,7 +622,7 @@ fn run_on<AB: AutodiffBackend>(
         None => {
             let dir = crate::hub::resolve_model(model_arg).with_context(|| {
                 format!(
-                    "presets: {}",
+                    "--model {model_arg} is not a preset ({})",
                     presets()
                         .iter()
                         .map(|p| p.name)
@@ -845,4 +881,31 @@ fn eval_on<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
     zhbert_model::write_atomic(&out, serde_json::to_string_pretty(&m)?.as_bytes())?;
     println!("metrics written to {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainArgs;
+
+    #[test]
+    fn toml_options_read_as_their_flags() {
+        let args: TrainArgs =
+            toml::from_str("warmup = 500\nclass_weights = [1, 2.5]\nlr_scheduler = \"cosine\"\n")
+                .unwrap();
+        let c = args.train_config(Default::default()).unwrap();
+        assert_eq!(c.warmup, super::Warmup::Steps(500));
+        assert_eq!(c.lr_scheduler, super::LrScheduler::Cosine);
+        assert_eq!(
+            c.class_weights,
+            Some(super::ClassWeights::List(vec![1.0, 2.5]))
+        );
+        let args: TrainArgs = toml::from_str("warmup = 0.1\nclass_weights = \"auto\"\n").unwrap();
+        let c = args.train_config(Default::default()).unwrap();
+        assert_eq!(c.warmup, super::Warmup::Ratio(0.1));
+        assert_eq!(
+            c.class_weights,
+            Some(super::ClassWeights::Auto("auto".into()))
+        );
+        assert!(toml::from_str::<TrainArgs>("lr_scheduler = \"warm\"\n").is_err());
+    }
 }

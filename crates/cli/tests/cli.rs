@@ -127,8 +127,11 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     let m = model.to_str().unwrap();
     let bad_utf8 = tmp.path().join("bad.txt");
     std::fs::write(&bad_utf8, b"fine\n\xc3\x28 broken\n").unwrap();
+    let one_label = tmp.path().join("one.tsv");
+    std::fs::write(&one_label, "text\tlabel\n好\tpos\n很好\tpos\n").unwrap();
     let out = tmp.path().join("out.jsonl");
     let o = out.to_str().unwrap();
+    let trained = tmp.path().join("trained");
     let base = minilm_dir();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -141,7 +144,7 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
                 "--output",
                 o,
             ],
-            "bad.txt:2: not valid UTF-8",
+            "bad.txt:2: the line is not valid UTF-8",
         ),
         (
             vec![
@@ -193,6 +196,18 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
             ],
             "it has no classification head",
         ),
+        (
+            vec![
+                "train",
+                "--train",
+                one_label.to_str().unwrap(),
+                "--model",
+                m,
+                "--output",
+                trained.to_str().unwrap(),
+            ],
+            "one.tsv: every example has the label \"pos\"; a classifier needs at least two labels",
+        ),
     ];
     for (args, want) in cases {
         let run = zhbert(&args);
@@ -204,7 +219,12 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
             lines[0].starts_with("error: ") && lines[0].contains(want),
             "{args:?}: {stderr}"
         );
+        assert!(
+            lines[0].matches("(os error").count() <= 1,
+            "{args:?}: a cause printed twice: {stderr}"
+        );
         assert!(!out.exists(), "no output file is left behind on error");
+        assert!(!trained.exists(), "no model folder is left behind on error");
     }
 }
 
@@ -434,7 +454,7 @@ fn train_eval_predict_on_your_own_csv_and_toml_config() {
     std::fs::write(
         &config,
         format!(
-            "model = {:?}\ntrain = {:?}\noutput = {:?}\nepochs = 1\nbatch_size = 8\nmax_length = 24\nlr = 1e-3\nwarmup = \"0.1\"\nclass_weights = \"auto\"\nlabel_smoothing = 0.1\npatience = 2\nmetric = \"macro_f1\"\n",
+            "model = {:?}\ntrain = {:?}\noutput = {:?}\nepochs = 1\nbatch_size = 8\nmax_length = 24\nlr = 1e-3\nwarmup = 0.1\nlr_scheduler = \"cosine\"\nlog_every = 1\nclass_weights = \"auto\"\nlabel_smoothing = 0.1\npatience = 2\nmetric = \"macro_f1\"\n",
             model, data, out
         ),
     )
@@ -469,7 +489,26 @@ fn train_eval_predict_on_your_own_csv_and_toml_config() {
         train_n + 2 * eval["test"]["examples"].as_u64().unwrap(),
         400
     );
-    assert_eq!(eval["steps"].as_u64().unwrap(), 2 * train_n.div_ceil(8));
+    let total = 2 * train_n.div_ceil(8) as usize;
+    assert_eq!(eval["steps"].as_u64().unwrap() as usize, total);
+    // The file's scheduler and warmup ratio reach the trainer: cosine after
+    // ceil(0.1 x total) warmup steps, step by step.
+    let warmup = (0.1 * total as f64).ceil() as usize;
+    let lrs: Vec<(u64, f64)> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|m| Some((m["step"].as_u64()?, m["lr"].as_f64()?)))
+        .collect();
+    assert_eq!(lrs.len(), total, "log_every = 1: one record per step");
+    for &(step, lr) in &lrs {
+        // Records count steps from 1, the schedule from 0.
+        let want = zhbert_train::LrScheduler::Cosine.lr(1e-3, step as usize - 1, warmup, total);
+        assert!(
+            (lr - want).abs() < 1e-12,
+            "step {step}: lr {lr}, cosine {want}"
+        );
+    }
     let config_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config_json["id2label"]["2"], "positive");

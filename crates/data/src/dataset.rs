@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::input::{bad, column_of, for_each_line, open_csv, DataError};
+use crate::input::{bad, column_of, for_each_line, not_utf8, open_csv, DataError};
 
 /// One labelled text (or text pair).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -423,16 +423,7 @@ fn read_delimited(
         let field = |i: usize, name: &str| {
             std::str::from_utf8(&record[i])
                 .map(String::from)
-                .map_err(|e| {
-                    bad(
-                        path,
-                        line,
-                        format!(
-                            "column {name:?} is not valid UTF-8 (byte {})",
-                            e.valid_up_to()
-                        ),
-                    )
-                })
+                .map_err(|e| bad(path, line, not_utf8(&format!("column {name:?}"), e)))
         };
         let parsed = (|| {
             Ok::<_, DataError>(Row {
@@ -638,7 +629,7 @@ mod tests {
         assert_eq!(ds.examples.len(), 1);
         assert_eq!(r.bad_rows.len(), 3, "{:?}", r.bad_rows);
         assert!(
-            r.bad_rows[1].ends_with("dev.tsv:4: column \"text\" is not valid UTF-8 (byte 3)"),
+            r.bad_rows[1].contains("dev.tsv:4: column \"text\" is not valid UTF-8 (byte 3); "),
             "{:?}",
             r.bad_rows
         );

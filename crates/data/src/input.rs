@@ -77,6 +77,15 @@ pub(crate) fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
 }
 
 /// Reads lines as bytes so that a line that is not UTF-8 is reported with its number.
+/// The message for bytes that are not UTF-8 in `what` (a column, a line):
+/// where, and the usual cause, since Chinese files are often GBK.
+pub(crate) fn not_utf8(what: &str, e: std::str::Utf8Error) -> String {
+    format!(
+        "{what} is not valid UTF-8 (byte {}); zhbert reads UTF-8 only (from GBK: iconv -f GBK -t UTF-8)",
+        e.valid_up_to()
+    )
+}
+
 pub(crate) fn bad(path: &Path, line: u64, message: impl Into<String>) -> DataError {
     DataError::Bad {
         path: path.into(),
@@ -114,13 +123,7 @@ pub(crate) fn for_each_line(
                     l
                 }
             })
-            .map_err(|e| {
-                bad(
-                    path,
-                    line_no,
-                    format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to()),
-                )
-            });
+            .map_err(|e| bad(path, line_no, not_utf8("the line", e)));
         f(line_no, line)?;
     }
 }
@@ -170,10 +173,7 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
                 let text = std::str::from_utf8(cell).map_err(|e| DataError::Bad {
                     path: path.into(),
                     line,
-                    message: format!(
-                        "column {field:?} is not valid UTF-8 (byte {})",
-                        e.valid_up_to()
-                    ),
+                    message: not_utf8(&format!("column {field:?}"), e),
                 })?;
                 texts.push(text.to_string());
             }
@@ -286,7 +286,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.ends_with("a.txt:2: not valid UTF-8 (byte 0 of the line)"),
+            e.contains("a.txt:2: the line is not valid UTF-8 (byte 0); "),
             "{e}"
         );
         let (_d, p) = file("a.jsonl", b"{\"text\": \"x\"}\n{\"sentence\": \"y\"}\n");

@@ -1,7 +1,8 @@
 //! # zhbert-train
 //!
 //! Fine-tuning and evaluating zhbert's BERT models, as HF `Trainer` does: AdamW
-//! with HF's decay groups, linear warmup/decay, global-norm clipping, gradient
+//! with HF's decay groups, warmup then linear, cosine or constant learning
+//! rate ([`LrScheduler`]), global-norm clipping, gradient
 //! accumulation, evaluation with F1 and confusion matrix, best checkpoint and
 //! early stopping, atomic checkpoints and exact resume, metrics and plots; and
 //! batched, length-grouped inference.
@@ -48,7 +49,7 @@ pub mod trainer;
 
 pub use inference::{classify, logits_of, InferenceOptions, Prediction};
 pub use metrics::{ClassMetrics, EvalMetrics};
-pub use optim::{AdamW, AdamWConfig, GradAccumulator, LossScaler};
+pub use optim::{AdamW, AdamWConfig, GradAccumulator, LossScaler, LrScheduler};
 pub use parallel::Replica;
 #[cfg(feature = "collective")]
 pub use parallel::{run_orchestrator, Nodes, Topology};

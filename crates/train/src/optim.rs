@@ -1,7 +1,7 @@
 //! AdamW as `torch.optim.AdamW`, with HF's parameter groups (no weight decay on
 //! biases and LayerNorm weights), gradient accumulation, clipping by global norm
-//! as `torch.nn.utils.clip_grad_norm_`, and the linear warmup/decay schedule of
-//! `get_linear_schedule_with_warmup`.
+//! as `torch.nn.utils.clip_grad_norm_`, and HF's learning-rate schedules
+//! (`get_linear_schedule_with_warmup` and the others of [`LrScheduler`]).
 //!
 //! burn's own optimizers clip per tensor and cannot be told which parameters to
 //! exempt from weight decay, so the step is written here. State is kept flat (one
@@ -93,6 +93,67 @@ pub fn linear_schedule(peak: f64, step: usize, warmup_steps: usize, total_steps:
     }
     let left = total_steps.saturating_sub(step) as f64;
     peak * (left / total_steps.saturating_sub(warmup_steps).max(1) as f64).max(0.0)
+}
+
+/// How the learning rate moves over training: HF's `lr_scheduler_type`
+/// (`transformers.get_scheduler`), the ones a fine-tuning run uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrScheduler {
+    /// Warmup, then linearly down to 0 at the last step (HF's default).
+    #[default]
+    Linear,
+    /// Warmup, then half a cosine down to 0 at the last step.
+    Cosine,
+    /// The peak from the first step; warmup is ignored, as in HF.
+    Constant,
+    /// Warmup, then the peak.
+    ConstantWithWarmup,
+}
+
+impl LrScheduler {
+    /// The learning rate of optimizer step `step` (from 0), as HF's scheduler
+    /// gives it, beyond `total_steps` included.
+    pub fn lr(self, peak: f64, step: usize, warmup_steps: usize, total_steps: usize) -> f64 {
+        let warming = step < warmup_steps && self != Self::Constant;
+        match self {
+            Self::Linear => linear_schedule(peak, step, warmup_steps, total_steps),
+            _ if warming => peak * step as f64 / warmup_steps.max(1) as f64,
+            Self::Cosine => {
+                let progress = (step - warmup_steps) as f64
+                    / total_steps.saturating_sub(warmup_steps).max(1) as f64;
+                peak * (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
+            }
+            Self::Constant | Self::ConstantWithWarmup => peak,
+        }
+    }
+}
+
+impl std::fmt::Display for LrScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Linear => "linear",
+            Self::Cosine => "cosine",
+            Self::Constant => "constant",
+            Self::ConstantWithWarmup => "constant_with_warmup",
+        })
+    }
+}
+
+impl std::str::FromStr for LrScheduler {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "linear" => Ok(Self::Linear),
+            "cosine" => Ok(Self::Cosine),
+            "constant" => Ok(Self::Constant),
+            "constant_with_warmup" => Ok(Self::ConstantWithWarmup),
+            _ => Err(format!(
+                "learning-rate scheduler {s:?}: linear, cosine, constant or constant_with_warmup"
+            )),
+        }
+    }
 }
 
 /// Every float parameter's HF-style path (`bert.encoder.layer.0...`), id and size.

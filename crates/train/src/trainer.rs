@@ -32,8 +32,8 @@ use zhbert_tokenizer::{Batch, BertTokenizer};
 use crate::inference::{argmax, input_of, logits_of};
 use crate::metrics::{higher_is_better, EvalMetrics};
 use crate::optim::{
-    linear_schedule, param_paths, read_f32_tensors, write_f32_tensors, AdamW, AdamWConfig,
-    GradAccumulator, LossScaler,
+    param_paths, read_f32_tensors, write_f32_tensors, AdamW, AdamWConfig, GradAccumulator,
+    LossScaler, LrScheduler,
 };
 use crate::parallel::Replica;
 
@@ -95,6 +95,8 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Warmup steps or ratio.
     pub warmup: Warmup,
+    /// How the learning rate moves after warmup (HF's `lr_scheduler_type`).
+    pub lr_scheduler: LrScheduler,
     /// Micro-batches per optimizer step.
     pub grad_accum: usize,
     /// Clip the global gradient norm to this (`None`: no clipping).
@@ -144,6 +146,7 @@ impl Default for TrainConfig {
             lr: 5e-5,
             weight_decay: 0.0,
             warmup: Warmup::Steps(0),
+            lr_scheduler: LrScheduler::Linear,
             grad_accum: 1,
             max_grad_norm: Some(1.0),
             seed: 42,
@@ -983,7 +986,10 @@ pub fn train_replica<AB: AutodiffBackend>(
                     state.global_step + 1
                 );
             }
-            let lr = linear_schedule(config.lr, state.global_step, warmup_steps, total_steps);
+            let lr =
+                config
+                    .lr_scheduler
+                    .lr(config.lr, state.global_step, warmup_steps, total_steps);
             if let Some(s) = state.loss_scaler {
                 grads.scale(s.scale.recip());
             }
