@@ -137,7 +137,8 @@ pub struct TrainArgs {
     #[arg(long)]
     log_every: Option<usize>,
     /// Learning rate after warmup (HF's lr_scheduler_type): linear (default),
-    /// cosine, constant (no warmup) or constant_with_warmup.
+    /// cosine, constant (no warmup) or constant_with_warmup. Fine-tuning only;
+    /// --pretrain-epochs keeps its linear schedule.
     #[arg(long)]
     lr_scheduler: Option<LrScheduler>,
     /// Float type of matmuls and attention: fp32, bf16 or f16 (mixed precision:

@@ -76,7 +76,6 @@ pub(crate) fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
     Ok(Box::new(std::fs::File::open(path).map_err(io)?))
 }
 
-/// Reads lines as bytes so that a line that is not UTF-8 is reported with its number.
 /// The message for bytes that are not UTF-8 in `what` (a column, a line):
 /// where, and the usual cause, since Chinese files are often GBK.
 pub(crate) fn not_utf8(what: &str, e: std::str::Utf8Error) -> String {
@@ -86,6 +85,7 @@ pub(crate) fn not_utf8(what: &str, e: std::str::Utf8Error) -> String {
     )
 }
 
+/// A malformed line or record of `path`.
 pub(crate) fn bad(path: &Path, line: u64, message: impl Into<String>) -> DataError {
     DataError::Bad {
         path: path.into(),
@@ -94,6 +94,7 @@ pub(crate) fn bad(path: &Path, line: u64, message: impl Into<String>) -> DataErr
     }
 }
 
+/// Reads lines as bytes so that a line that is not UTF-8 is reported with its number.
 pub(crate) fn for_each_line(
     path: &Path,
     mut f: impl FnMut(u64, Result<&str, DataError>) -> Result<(), DataError>,
