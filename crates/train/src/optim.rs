@@ -85,22 +85,13 @@ impl Default for AdamWConfig {
     }
 }
 
-/// `get_linear_schedule_with_warmup`: from 0 to the peak over `warmup_steps`,
-/// then linearly to 0 at `total_steps`. `step` counts from 0.
-pub fn linear_schedule(peak: f64, step: usize, warmup_steps: usize, total_steps: usize) -> f64 {
-    if step < warmup_steps {
-        return peak * step as f64 / warmup_steps.max(1) as f64;
-    }
-    let left = total_steps.saturating_sub(step) as f64;
-    peak * (left / total_steps.saturating_sub(warmup_steps).max(1) as f64).max(0.0)
-}
-
 /// How the learning rate moves over training: HF's `lr_scheduler_type`
 /// (`transformers.get_scheduler`), the ones a fine-tuning run uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LrScheduler {
-    /// Warmup, then linearly down to 0 at the last step (HF's default).
+    /// Warmup, then linearly down to 0 at the last step (HF's default,
+    /// `get_linear_schedule_with_warmup`).
     #[default]
     Linear,
     /// Warmup, then half a cosine down to 0 at the last step.
@@ -115,13 +106,16 @@ impl LrScheduler {
     /// The learning rate of optimizer step `step` (from 0), as HF's scheduler
     /// gives it, beyond `total_steps` included.
     pub fn lr(self, peak: f64, step: usize, warmup_steps: usize, total_steps: usize) -> f64 {
-        let warming = step < warmup_steps && self != Self::Constant;
+        if step < warmup_steps && self != Self::Constant {
+            return peak * step as f64 / warmup_steps.max(1) as f64;
+        }
+        let after_warmup = total_steps.saturating_sub(warmup_steps).max(1) as f64;
         match self {
-            Self::Linear => linear_schedule(peak, step, warmup_steps, total_steps),
-            _ if warming => peak * step as f64 / warmup_steps.max(1) as f64,
+            Self::Linear => {
+                peak * (total_steps.saturating_sub(step) as f64 / after_warmup).max(0.0)
+            }
             Self::Cosine => {
-                let progress = (step - warmup_steps) as f64
-                    / total_steps.saturating_sub(warmup_steps).max(1) as f64;
+                let progress = step.saturating_sub(warmup_steps) as f64 / after_warmup;
                 peak * (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
             }
             Self::Constant | Self::ConstantWithWarmup => peak,
@@ -569,12 +563,12 @@ mod tests {
     #[test]
     fn schedule_matches_get_linear_schedule_with_warmup() {
         // HF: lr_lambda(step) = step/warmup before warmup, else (total-step)/(total-warmup).
-        assert_eq!(linear_schedule(1.0, 0, 2, 20), 0.0);
-        assert_eq!(linear_schedule(1.0, 1, 2, 20), 0.5);
-        assert_eq!(linear_schedule(1.0, 2, 2, 20), 1.0);
-        assert_eq!(linear_schedule(1.0, 11, 2, 20), 0.5);
-        assert_eq!(linear_schedule(1.0, 20, 2, 20), 0.0);
-        assert_eq!(linear_schedule(1.0, 0, 0, 10), 1.0);
+        assert_eq!(LrScheduler::Linear.lr(1.0, 0, 2, 20), 0.0);
+        assert_eq!(LrScheduler::Linear.lr(1.0, 1, 2, 20), 0.5);
+        assert_eq!(LrScheduler::Linear.lr(1.0, 2, 2, 20), 1.0);
+        assert_eq!(LrScheduler::Linear.lr(1.0, 11, 2, 20), 0.5);
+        assert_eq!(LrScheduler::Linear.lr(1.0, 20, 2, 20), 0.0);
+        assert_eq!(LrScheduler::Linear.lr(1.0, 0, 0, 10), 1.0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use zhbert_model::{cross_entropy, BertForMaskedLM, CrossEntropyOptions};
 use zhbert_tokenizer::{BertTokenizer, Encoded, Padding};
 
 use crate::inference::input_of;
-use crate::optim::{linear_schedule, AdamW, AdamWConfig, GradAccumulator};
+use crate::optim::{AdamW, AdamWConfig, GradAccumulator, LrScheduler};
 use crate::trainer::{progress_bar, MetricsLog, Warmup};
 
 /// How masked-LM pretraining runs.
@@ -169,7 +169,7 @@ pub fn pretrain_mlm<AB: AutodiffBackend>(
                 );
             }
             grads.add::<AB, _>(&model, &loss.backward());
-            let lr = linear_schedule(config.lr, step, warmup_steps, total_steps);
+            let lr = LrScheduler::Linear.lr(config.lr, step, warmup_steps, total_steps);
             let grad_norm = grads.clip_global_norm(config.max_grad_norm);
             model = opt.step::<AB, _>(model, lr, &mut grads);
             step += 1;

@@ -11,8 +11,8 @@ use zhbert_model::{
     BertInput, CrossEntropyOptions, Labels, LoadOptions, Precision,
 };
 use zhbert_testkit::{fixtures, minilm_dir};
-use zhbert_train::optim::{linear_schedule, param_paths, read_f32_tensors};
-use zhbert_train::{AdamW, AdamWConfig, GradAccumulator};
+use zhbert_train::optim::{param_paths, read_f32_tensors};
+use zhbert_train::{AdamW, AdamWConfig, GradAccumulator, LrScheduler};
 
 type AB = Autodiff<Flex>;
 
@@ -99,7 +99,7 @@ fn train_steps<B: AutodiffBackend>(
             grads.add::<B, _>(&model, &loss.div_scalar(accum as f64).backward());
         }
         let norm = grads.clip_global_norm(Some(1.0));
-        let lr = linear_schedule(1e-4, step, warmup, total);
+        let lr = LrScheduler::Linear.lr(1e-4, step, warmup, total);
         model = opt.step::<B, _>(model, lr, &mut grads);
         trace.push((loss_sum / accum as f64, norm, lr));
     }
