@@ -36,8 +36,8 @@ pub struct PredictArgs {
     /// Longest input in tokens; longer texts are truncated (default: the model's limit, at most 512).
     #[arg(long)]
     max_length: Option<usize>,
-    /// Also write the K most probable labels.
-    #[arg(long)]
+    /// Also write the K most probable labels (K at least 1).
+    #[arg(long, value_parser = at_least_one)]
     top_k: Option<usize>,
     /// Accept a checkpoint without a trained head and predict with a random one (for testing only).
     #[arg(long)]
@@ -156,4 +156,13 @@ fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result
         None => std::io::stdout().lock().write_all(&out)?,
     }
     Ok(())
+}
+
+/// A count of at least 1 (`--top-k 0` would ask for an empty list).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(k) => Ok(k),
+        Err(e) => Err(e.to_string()),
+    }
 }

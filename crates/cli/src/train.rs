@@ -99,6 +99,15 @@ pub struct TrainArgs {
     warmup: Option<String>,
     #[arg(long)]
     weight_decay: Option<f64>,
+    /// AdamW's beta1 (HF's adam_beta1; default 0.9).
+    #[arg(long)]
+    adam_beta1: Option<f64>,
+    /// AdamW's beta2 (HF's adam_beta2; default 0.999).
+    #[arg(long)]
+    adam_beta2: Option<f64>,
+    /// AdamW's eps (HF's adam_epsilon; default 1e-8).
+    #[arg(long)]
+    adam_epsilon: Option<f64>,
     #[arg(long)]
     grad_accum: Option<usize>,
     /// Clip the global gradient norm (0 disables).
@@ -233,6 +242,9 @@ impl TrainArgs {
                 max_length,
                 warmup,
                 weight_decay,
+                adam_beta1,
+                adam_beta2,
+                adam_epsilon,
                 grad_accum,
                 max_grad_norm,
                 seed,
@@ -271,6 +283,9 @@ impl TrainArgs {
             batch_size,
             max_length,
             weight_decay,
+            adam_beta1,
+            adam_beta2,
+            adam_epsilon,
             grad_accum,
             seed,
             keep_checkpoints,
@@ -908,5 +923,37 @@ mod tests {
             Some(super::ClassWeights::Auto("auto".into()))
         );
         assert!(toml::from_str::<TrainArgs>("lr_scheduler = \"warm\"\n").is_err());
+    }
+
+    /// The AdamW settings a run is given are those its optimizer gets (the
+    /// parity test checks that optimizer against torch's with the same ones).
+    #[test]
+    fn adam_settings_reach_the_optimizer() {
+        let args: TrainArgs = toml::from_str(
+            "lr = 2e-5\nweight_decay = 0.1\nadam_beta1 = 0.8\nadam_beta2 = 0.98\nadam_epsilon = 1e-6\n",
+        )
+        .unwrap();
+        let adamw = args.train_config(Default::default()).unwrap().adamw();
+        assert_eq!(
+            adamw,
+            zhbert_train::AdamWConfig {
+                lr: 2e-5,
+                beta1: 0.8,
+                beta2: 0.98,
+                eps: 1e-6,
+                weight_decay: 0.1,
+            }
+        );
+        for bad in [
+            "adam_beta2 = 1.0",
+            "adam_beta1 = -0.1",
+            "adam_epsilon = -1e-8",
+        ] {
+            let err = toml::from_str::<TrainArgs>(bad)
+                .unwrap()
+                .train_config(Default::default())
+                .unwrap_err();
+            assert!(err.to_string().starts_with("adam "), "{bad}: {err}");
+        }
     }
 }

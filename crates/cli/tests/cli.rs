@@ -228,6 +228,19 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     }
 }
 
+/// Flags clap rejects stop before anything is read: its own exit code (2)
+/// and message.
+#[test]
+fn top_k_zero_is_refused() {
+    let run = zhbert(&["predict", "--model", "m", "--input", "x", "--top-k", "0"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: invalid value '0' for '--top-k <TOP_K>': must be at least 1"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn convert_pytorch_bin_gives_the_same_tensors_as_safetensors() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! # zhbert-train
 //!
 //! Fine-tuning and evaluating zhbert's BERT models, as HF `Trainer` does: AdamW
-//! with HF's decay groups, warmup then linear, cosine or constant learning
+//! with HF's decay groups and settings ([`TrainConfig::adamw`]), warmup then linear, cosine or constant learning
 //! rate ([`LrScheduler`]), global-norm clipping, gradient
 //! accumulation, evaluation with F1 and confusion matrix, best checkpoint and
 //! early stopping, atomic checkpoints and exact resume, metrics and plots; and

@@ -93,6 +93,12 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Decoupled weight decay (not on biases and LayerNorm weights).
     pub weight_decay: f64,
+    /// AdamW's `beta1` (HF's `adam_beta1`).
+    pub adam_beta1: f64,
+    /// AdamW's `beta2` (HF's `adam_beta2`).
+    pub adam_beta2: f64,
+    /// AdamW's `eps` (HF's `adam_epsilon`).
+    pub adam_epsilon: f64,
     /// Warmup steps or ratio.
     pub warmup: Warmup,
     /// How the learning rate moves after warmup (HF's `lr_scheduler_type`).
@@ -145,6 +151,9 @@ impl Default for TrainConfig {
             max_length: 128,
             lr: 5e-5,
             weight_decay: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
             warmup: Warmup::Steps(0),
             lr_scheduler: LrScheduler::Linear,
             grad_accum: 1,
@@ -182,6 +191,14 @@ impl TrainConfig {
                 self.metric
             );
         }
+        for (name, beta) in [("beta1", self.adam_beta1), ("beta2", self.adam_beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                bail!("adam {name} {beta}: in [0, 1)");
+            }
+        }
+        if !(self.adam_epsilon.is_finite() && self.adam_epsilon >= 0.0) {
+            bail!("adam epsilon {}: a number of at least 0", self.adam_epsilon);
+        }
         if !(0.0..=1.0).contains(&self.distill) {
             bail!("distillation weight {}: between 0 and 1", self.distill);
         }
@@ -199,6 +216,17 @@ impl TrainConfig {
             bail!("label smoothing must be in [0, 1)");
         }
         Ok(())
+    }
+
+    /// The optimizer these settings train with: AdamW at the peak `lr`.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            lr: self.lr,
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            eps: self.adam_epsilon,
+            weight_decay: self.weight_decay,
+        }
     }
 }
 
@@ -771,14 +799,7 @@ pub fn train_replica<AB: AutodiffBackend>(
             m.min(config.epochs * steps_per_epoch)
         });
     let warmup_steps = config.warmup.steps(total_steps);
-    let mut opt = AdamW::new::<AB, _>(
-        AdamWConfig {
-            lr: config.lr,
-            weight_decay: config.weight_decay,
-            ..Default::default()
-        },
-        &model,
-    );
+    let mut opt = AdamW::new::<AB, _>(config.adamw(), &model);
 
     let mut state = TrainerState {
         config: Some(config.clone()),

@@ -3,6 +3,8 @@
 //! gradient accumulation 2), on the fixture of `tests/fixtures/make_train_parity.py`:
 //! same initial weights, same batches, no dropout.
 
+use std::collections::HashMap;
+
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor};
@@ -27,8 +29,9 @@ fn reference() -> Reference {
     reference_in("expected.json")
 }
 
-/// A run of the fixture: `expected.json` (fp32), or `autocast-<bf16|f16>.json`
-/// (the same run under `torch.autocast`, without learning rates).
+/// A run of the fixture: `expected.json` (fp32), `autocast-<bf16|f16>.json`
+/// (the same run under `torch.autocast`, without learning rates), or
+/// `adam-variant.json` (fp32 with other AdamW betas and eps).
 fn reference_in(file: &str) -> Reference {
     let expected: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("train-parity").join(file)).unwrap(),
@@ -43,11 +46,22 @@ fn reference_in(file: &str) -> Reference {
     }
 }
 
-/// The first `steps` optimizer steps of the fixture's run on backend `B`:
-/// the model after them, and each step's (mean loss, grad norm, lr).
+/// The fixture's optimizer: lr 1e-4, weight decay 0.01, torch's betas and eps.
+fn fixture_adamw() -> AdamWConfig {
+    AdamWConfig {
+        lr: 1e-4,
+        weight_decay: 0.01,
+        ..Default::default()
+    }
+}
+
+/// The first `steps` optimizer steps of the fixture's run on backend `B`
+/// with optimizer `adamw`: the model after them, and each step's (mean loss,
+/// grad norm, lr).
 fn train_steps<B: AutodiffBackend>(
     steps: usize,
     precision: Precision,
+    adamw: AdamWConfig,
     device: &B::Device,
 ) -> (
     zhbert_model::BertForSequenceClassification<B>,
@@ -66,11 +80,6 @@ fn train_steps<B: AutodiffBackend>(
         load_classifier_with_config::<B>(&minilm_dir(), config, &options, device).unwrap();
     load_weights_file(&mut model, &fixtures().join("minilm/expected.safetensors")).unwrap();
 
-    let adamw = AdamWConfig {
-        lr: 1e-4,
-        weight_decay: 0.01,
-        ..Default::default()
-    };
     let mut opt = AdamW::new::<B, _>(adamw, &model);
     let mut grads = GradAccumulator::default();
     // The fixture's schedule is over 20 steps, whatever part of it is run.
@@ -106,9 +115,14 @@ fn train_steps<B: AutodiffBackend>(
     (model, trace)
 }
 
-/// Checks a run's losses and grad norms against PyTorch's.
-fn check_trace(backend: &str, trace: &[(f64, f64, f64)], loss_tol: f64, norm_tol: f64) {
-    let want = reference();
+/// Checks a run's losses and grad norms against PyTorch's `want`.
+fn check_trace(
+    backend: &str,
+    want: &Reference,
+    trace: &[(f64, f64, f64)],
+    loss_tol: f64,
+    norm_tol: f64,
+) {
     let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
     for (step, &(loss, norm, lr)) in trace.iter().enumerate() {
         eprintln!(
@@ -147,30 +161,77 @@ fn ints(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<i64>, Vec<usize>)
 
 #[test]
 fn twenty_steps_of_adamw_match_pytorch() {
-    let (model, trace) = train_steps::<AB>(20, Precision::Fp32, &Default::default());
+    let (model, trace) =
+        train_steps::<AB>(20, Precision::Fp32, fixture_adamw(), &Default::default());
     // The issue asks for 1e-3; the implementation does much better, and
     // these bounds are set just above what it does.
-    check_trace("flex", &trace, 1e-5, 1e-4);
+    check_trace("flex", &reference(), &trace, 1e-5, 1e-4);
 
     // The weights after 20 steps: weight decay, clipping and eps all show here.
+    // Leaving out weight decay would move layer.5.output.dense.weight by 9e-6.
     let want = read_f32_tensors(&fixtures().join("train-parity/final.safetensors")).unwrap();
-    let got: std::collections::HashMap<String, Vec<f32>> = {
-        let dir = tempfile::tempdir().unwrap();
-        zhbert_model::save_safetensors(&model, &dir.path().join("m.safetensors")).unwrap();
-        read_f32_tensors(&dir.path().join("m.safetensors")).unwrap()
-    };
     assert_eq!(param_paths::<AB, _>(&model).len(), 105);
-    for (name, w) in &want {
+    check_weights(&model, &want);
+}
+
+/// Checks the tensors of `want` (HF names) in `model` within 5e-7.
+fn check_weights(
+    model: &zhbert_model::BertForSequenceClassification<AB>,
+    want: &HashMap<String, Vec<f32>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    zhbert_model::save_safetensors(model, &dir.path().join("m.safetensors")).unwrap();
+    let got = read_f32_tensors(&dir.path().join("m.safetensors")).unwrap();
+    for (name, w) in want {
         let g = &got[name];
+        assert_eq!(g.len(), w.len(), "{name}");
         let d = g
             .iter()
             .zip(w)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         eprintln!("{name}: max abs diff {d:e}");
-        // Leaving out weight decay would move layer.5.output.dense.weight by 9e-6.
         assert!(d < 5e-7, "{name}: final weights differ by {d:e}");
     }
+}
+
+/// The 20 steps with AdamW's betas (0.8, 0.98) and eps 1e-6 (`--adam-beta1`,
+/// `--adam-beta2`, `--adam-epsilon`), against torch's AdamW with the same
+/// (`make_train_parity.py --adam-variant`). The settings come through
+/// `TrainConfig::adamw`, as a training run's do.
+#[test]
+fn twenty_steps_with_other_adam_betas_and_epsilon_match_pytorch() {
+    let adamw = zhbert_train::TrainConfig {
+        lr: 1e-4,
+        weight_decay: 0.01,
+        adam_beta1: 0.8,
+        adam_beta2: 0.98,
+        adam_epsilon: 1e-6,
+        ..Default::default()
+    }
+    .adamw();
+    let (model, trace) = train_steps::<AB>(20, Precision::Fp32, adamw, &Default::default());
+    let want = reference_in("adam-variant.json");
+    check_trace("flex", &want, &trace, 1e-5, 1e-4);
+    // The oracle tells the settings apart: with torch's defaults the losses
+    // move by more than the tolerance (up to 5e-3 relative).
+    let default = reference();
+    let moved = (0..20)
+        .map(|s| (want.losses[s] - default.losses[s]).abs() / default.losses[s])
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 1e-3,
+        "the variant's losses are the default's ({moved:e})"
+    );
+
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("train-parity/adam-variant.json")).unwrap(),
+    )
+    .unwrap();
+    let finals: HashMap<String, Vec<f32>> =
+        serde_json::from_value(expected["final"].clone()).unwrap();
+    assert_eq!(finals.len(), 4);
+    check_weights(&model, &finals);
 }
 
 /// The 20 steps with matmuls in bf16 and in f16, against the same run under
@@ -195,7 +256,7 @@ fn half_precision_strays_as_pytorch_autocast<B: AutodiffBackend>(
     let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
     for precision in [Precision::Bf16, Precision::F16] {
         let torch = reference_in(&format!("autocast-{precision}.json"));
-        let (_, trace) = train_steps::<B>(20, precision, device);
+        let (_, trace) = train_steps::<B>(20, precision, fixture_adamw(), device);
         let stray = |losses: &[f64], norms: &[f64]| {
             let loss = (0..20)
                 .map(|s| rel(losses[s], fp32.losses[s]))
@@ -234,9 +295,9 @@ fn half_precision_strays_as_pytorch_autocast<B: AutodiffBackend>(
 /// and grad norms within 1e-3 relative.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn five_steps_match_pytorch_and_flex<B: AutodiffBackend>(backend: &str, device: &B::Device) {
-    let (_, gpu) = train_steps::<B>(5, Precision::Fp32, device);
-    check_trace(backend, &gpu, 1e-3, 1e-3);
-    let (_, cpu) = train_steps::<AB>(5, Precision::Fp32, &Default::default());
+    let (_, gpu) = train_steps::<B>(5, Precision::Fp32, fixture_adamw(), device);
+    check_trace(backend, &reference(), &gpu, 1e-3, 1e-3);
+    let (_, cpu) = train_steps::<AB>(5, Precision::Fp32, fixture_adamw(), &Default::default());
     for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
         let rel = (g.0 - c.0).abs() / c.0.abs();
         assert!(
