@@ -56,7 +56,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import BertForSequenceClassification, BertTokenizerFast, get_linear_schedule_with_warmup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sentiment_split import REPO, display, hf_adamw, read_split, sha256  # noqa: E402
+from sentiment_split import REPO, add_data_dir, display, hf_adamw, read_split, sha256  # noqa: E402
 
 
 def collate(tokenizer, encodings: list[dict], labels: list[int] | None) -> dict[str, torch.Tensor]:
@@ -71,8 +71,7 @@ def collate(tokenizer, encodings: list[dict], labels: list[int] | None) -> dict[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minilm-dir", type=Path, default=REPO / "target/assets/minilm")
-    ap.add_argument("--data-dir", type=Path, default=REPO / "datasets/sentiment",
-                    help="folder with train.tsv, dev.tsv and test.tsv")
+    add_data_dir(ap)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/pytorch_finetune.json")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-5)

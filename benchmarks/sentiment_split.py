@@ -13,6 +13,12 @@ REPO = Path(__file__).resolve().parent.parent
 LABELS = ["negative", "positive"]
 
 
+def add_data_dir(ap) -> None:
+    """The `--data-dir` option of the scripts that read the split."""
+    ap.add_argument("--data-dir", type=Path, default=REPO / "datasets/sentiment",
+                    help="folder with train.tsv, dev.tsv and test.tsv")
+
+
 def read_split(path: Path) -> tuple[list[str], list[int]]:
     """(texts, label ids) of a zhbert TSV file (header text<TAB>label)."""
     with open(path, newline="", encoding="utf-8") as f:

@@ -40,7 +40,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sentiment_split import REPO, display, read_split, sha256  # noqa: E402
+from sentiment_split import REPO, add_data_dir, display, read_split, sha256  # noqa: E402
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -48,10 +48,14 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
             "macro_f1": float(f1_score(y_true, y_pred, average="macro"))}
 
 
+def vectorizer() -> TfidfVectorizer:
+    """The baseline's features (fitted on the training texts only)."""
+    return TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", type=Path, default=REPO / "datasets/sentiment",
-                    help="folder with train.tsv, dev.tsv, test.tsv")
+    add_data_dir(ap)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/tfidf_baseline.json",
                     help="JSON result file")
     ap.add_argument("--c-values", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0, 30.0],
@@ -67,7 +71,7 @@ def main() -> None:
         print(f"{s}: {len(x)} examples ({int((y == 0).sum())} negative, {int((y == 1).sum())} positive)")
 
     t0 = time.perf_counter()
-    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
+    vec = vectorizer()
     x_train = vec.fit_transform(data["train"][0])
     x_dev = vec.transform(data["dev"][0])
     x_test = vec.transform(data["test"][0])
