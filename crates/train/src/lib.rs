@@ -1,11 +1,11 @@
 //! # zhbert-train
 //!
 //! Fine-tuning and evaluating zhbert's BERT models, as HF `Trainer` does: AdamW
-//! with HF's decay groups and settings ([`TrainConfig::adamw`]), warmup then linear, cosine or constant learning
-//! rate ([`LrScheduler`]), global-norm clipping, gradient
-//! accumulation, evaluation with F1 and confusion matrix, best checkpoint and
-//! early stopping, atomic checkpoints and exact resume, metrics and plots; and
-//! batched, length-grouped inference.
+//! with HF's decay groups and settings ([`TrainConfig::adamw`]), warmup then
+//! linear, cosine or constant learning rate ([`LrScheduler`]), global-norm
+//! clipping, gradient accumulation, evaluation with F1 and confusion matrix,
+//! best checkpoint and early stopping, atomic checkpoints and exact resume,
+//! metrics and plots; and batched, length-grouped inference.
 //!
 //! ## Quick start
 //!

@@ -214,7 +214,7 @@ fn twenty_steps_with_other_adam_betas_and_epsilon_match_pytorch() {
     let want = reference_in("adam-variant.json");
     check_trace("flex", &want, &trace, 1e-5, 1e-4);
     // The oracle tells the settings apart: with torch's defaults the losses
-    // move by more than the tolerance (up to 5e-3 relative).
+    // move by more than the tolerance (up to 5.5e-3 relative).
     let default = reference();
     let moved = (0..20)
         .map(|s| (want.losses[s] - default.losses[s]).abs() / default.losses[s])
