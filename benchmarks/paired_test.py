@@ -12,7 +12,7 @@ test and the two together, this reports:
 * McNemar's exact two-sided p-value: the binomial test of ``c`` out of
   ``b + c`` at 1/2 (no difference in error rates);
 * a 95% paired bootstrap interval of the difference (10,000 resamples of the
-  examples, numpy seed 0).
+  examples, numpy seed 0 for every comparison).
 
 Then, over the models (seeds of one recipe), the mean difference and its
 standard error: the seed-to-seed spread, which the per-example tests do not
@@ -60,15 +60,17 @@ def read_predictions(path: Path, n: int) -> np.ndarray:
     return np.asarray(ids)
 
 
-def compare(gold: np.ndarray, baseline: np.ndarray, model: np.ndarray, rng: np.random.Generator) -> dict:
-    """The paired figures of `model` against `baseline` on labels `gold`."""
+def compare(gold: np.ndarray, baseline: np.ndarray, model: np.ndarray) -> dict:
+    """The paired figures of `model` against `baseline` on labels `gold`
+    (the bootstrap seeded afresh, so a model's figures do not depend on the
+    others given)."""
     base_right = baseline == gold
     model_right = model == gold
     b = int((base_right & ~model_right).sum())
     c = int((model_right & ~base_right).sum())
     p = binomtest(c, b + c, 0.5).pvalue if b + c else 1.0
     diff = model_right.astype(np.float64) - base_right.astype(np.float64)
-    samples = rng.integers(0, len(gold), size=(10_000, len(gold)))
+    samples = np.random.default_rng(0).integers(0, len(gold), size=(10_000, len(gold)))
     boot = diff[samples].mean(axis=1)
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return {
@@ -103,12 +105,11 @@ def main() -> None:
     gold["dev+test"] = np.concatenate([gold[s] for s in SPLITS])
     baseline["dev+test"] = np.concatenate([baseline[s] for s in SPLITS])
 
-    rng = np.random.default_rng(0)
     runs = []
     for name, dev_path, test_path in args.model:
         preds = {s: read_predictions(Path(p), len(gold[s])) for s, p in zip(SPLITS, (dev_path, test_path))}
         preds["dev+test"] = np.concatenate([preds[s] for s in SPLITS])
-        figures = {s: compare(gold[s], baseline[s], preds[s], rng) for s in gold}
+        figures = {s: compare(gold[s], baseline[s], preds[s]) for s in gold}
         runs.append({"model": name, **figures})
         for s, f in figures.items():
             print(f"{name:>10} {s:>8}: model {f['model_accuracy']:.4f} baseline {f['baseline_accuracy']:.4f} "
