@@ -171,11 +171,8 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
                 let record = record.map_err(|e| csv_error(path, e))?;
                 let line = record.position().map_or(0, |p| p.line());
                 let cell = record.get(column).unwrap_or_default();
-                let text = std::str::from_utf8(cell).map_err(|e| DataError::Bad {
-                    path: path.into(),
-                    line,
-                    message: not_utf8(&format!("column {field:?}"), e),
-                })?;
+                let text = std::str::from_utf8(cell)
+                    .map_err(|e| bad(path, line, not_utf8(&format!("column {field:?}"), e)))?;
                 texts.push(text.to_string());
             }
             Ok(texts)

@@ -123,14 +123,29 @@ impl LrScheduler {
     }
 }
 
-impl std::fmt::Display for LrScheduler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl LrScheduler {
+    /// Every scheduler, in the order the error message lists them.
+    pub const ALL: [Self; 4] = [
+        Self::Linear,
+        Self::Cosine,
+        Self::Constant,
+        Self::ConstantWithWarmup,
+    ];
+
+    /// HF's name of the scheduler (`--lr-scheduler`, TOML and serde).
+    pub fn name(self) -> &'static str {
+        match self {
             Self::Linear => "linear",
             Self::Cosine => "cosine",
             Self::Constant => "constant",
             Self::ConstantWithWarmup => "constant_with_warmup",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for LrScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -138,15 +153,9 @@ impl std::str::FromStr for LrScheduler {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "linear" => Ok(Self::Linear),
-            "cosine" => Ok(Self::Cosine),
-            "constant" => Ok(Self::Constant),
-            "constant_with_warmup" => Ok(Self::ConstantWithWarmup),
-            _ => Err(format!(
-                "learning-rate scheduler {s:?}: linear, cosine, constant or constant_with_warmup"
-            )),
-        }
+        Self::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| {
+            format!("learning-rate scheduler {s:?}: linear, cosine, constant or constant_with_warmup")
+        })
     }
 }
 
