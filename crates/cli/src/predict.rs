@@ -1,26 +1,28 @@
-//! `zhbert predict`.
+//! `zhbert predict`: a thin layer over [`zhbert_train::Classifier`].
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 use zhbert_data::{read_texts, TextFormat};
-use zhbert_model::{load_classifier, LoadOptions};
-use zhbert_tokenizer::BertTokenizer;
-use zhbert_train::{classify, InferenceOptions};
+use zhbert_train::{Classifier, ClassifierOptions, MissingHeadError};
 
 use crate::{with_backend, BackendArgs};
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("texts").required(true).args(["input", "text"])))]
 pub struct PredictArgs {
     /// Model folder (HF layout) or Hub id.
     #[arg(long)]
     model: String,
     /// Texts: one per line (.txt), CSV/TSV with a text column, or JSONL with a text field; `-` for stdin.
     #[arg(long)]
-    input: PathBuf,
+    input: Option<PathBuf>,
+    /// A text to classify, instead of --input (repeat for several: one output line each, in order).
+    #[arg(long)]
+    text: Vec<String>,
     /// Where to write the JSONL predictions (default: stdout). Written atomically.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -78,71 +80,72 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
 }
 
 fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result<()> {
-    let dir = crate::hub::resolve_model(&args.model)?;
-    let mut tokenizer = BertTokenizer::from_dir(&dir)?;
-    let options = LoadOptions {
-        labels: None,
+    let options = ClassifierOptions {
         allow_fresh_head: args.allow_fresh_head,
+        batch_size: args.batch_size,
+        max_length: None,
+        pad_to_multiple_of: args.backend.pad_to_multiple_of,
     };
-    let (model, config, report) = load_classifier::<B>(&dir, &options, device)?;
-    tracing::info!("{report}");
-    args.backend
-        .configure_padding(&mut tokenizer, config.max_position_embeddings);
-    let mut inference = InferenceOptions::for_config(&config);
-    inference.batch_size = args.batch_size;
+    let mut classifier =
+        Classifier::<B>::load_with(&args.model, &options, device).map_err(|e| {
+            with_flag_for_fresh_head(e, "fine-tune it first (zhbert train), or pass --allow-fresh-head to predict with a random head")
+        })?;
     if let Some(n) = args.max_length {
-        anyhow::ensure!(
-            (3..=config.max_position_embeddings).contains(&n),
-            "--max-length {n}: must be between 3 and the model's max_position_embeddings ({})",
-            config.max_position_embeddings
-        );
-        inference.max_length = n;
+        let limit = classifier.config().max_position_embeddings;
+        classifier = classifier.with_max_length(n).map_err(|_| {
+            anyhow::anyhow!(
+                "--max-length {n}: must be between 3 and the model's max_position_embeddings ({limit})"
+            )
+        })?;
     }
-    let format = match args.format {
-        Some(FormatArg::Lines) => TextFormat::Lines,
-        Some(FormatArg::Csv) => TextFormat::Csv,
-        Some(FormatArg::Tsv) => TextFormat::Tsv,
-        Some(FormatArg::Jsonl) => TextFormat::Jsonl,
-        None => TextFormat::from_path(&args.input),
+    let texts = match &args.input {
+        Some(input) => {
+            let format = match args.format {
+                Some(FormatArg::Lines) => TextFormat::Lines,
+                Some(FormatArg::Csv) => TextFormat::Csv,
+                Some(FormatArg::Tsv) => TextFormat::Tsv,
+                Some(FormatArg::Jsonl) => TextFormat::Jsonl,
+                None => TextFormat::from_path(input),
+            };
+            let texts = read_texts(input, format, &args.text_column)?;
+            refuse_blank(&texts, |i| {
+                where_in_file(input, format, &args.text_column, i)
+            })?;
+            texts
+        }
+        None => {
+            refuse_blank(&args.text, |i| format!("--text number {}", i + 1))?;
+            args.text.clone()
+        }
     };
-    let texts: Vec<(String, Option<String>)> = read_texts(&args.input, format, &args.text_column)?
-        .into_iter()
-        .map(|t| (t, None))
-        .collect();
     let start = std::time::Instant::now();
-    let predictions = classify(&model, &tokenizer, &texts, &inference, device)?;
-    let truncated = predictions
-        .iter()
-        .filter(|p| p.truncated_tokens > 0)
-        .count();
+    let predictions = classifier.predict(&texts)?;
+    let truncated = predictions.iter().filter(|p| p.is_truncated()).count();
     tracing::info!(
         "{} texts in {:.2}s ({:.1} texts/s){}",
         texts.len(),
         start.elapsed().as_secs_f64(),
         texts.len() as f64 / start.elapsed().as_secs_f64().max(1e-9),
         if truncated > 0 {
-            format!(", {truncated} truncated to {} tokens", inference.max_length)
+            format!(
+                ", {truncated} truncated to {} tokens",
+                classifier.max_length()
+            )
         } else {
             String::new()
         }
     );
-    let labels = config.labels();
     let mut out = Vec::new();
     for p in &predictions {
         let top_k = args.top_k.map(|k| {
-            let mut ids: Vec<usize> = (0..p.probs.len()).collect();
-            ids.sort_by(|&a, &b| p.probs[b].total_cmp(&p.probs[a]));
-            ids.into_iter()
-                .take(k)
-                .map(|i| Scored {
-                    label: &labels[i],
-                    score: p.probs[i],
-                })
+            p.top_k(k)
+                .into_iter()
+                .map(|(label, score)| Scored { label, score })
                 .collect()
         });
         let line = OutputLine {
-            label: &labels[p.label],
-            score: p.probs[p.label],
+            label: &p.label,
+            score: p.score,
             probs: &p.probs,
             logits: &p.logits,
             top_k,
@@ -156,6 +159,47 @@ fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result
         None => std::io::stdout().lock().write_all(&out)?,
     }
     Ok(())
+}
+
+/// A checkpoint without a trained head: the library's message with the CLI's
+/// way out (`way_out`) instead of the library option's; other errors as they are.
+pub(crate) fn with_flag_for_fresh_head(e: anyhow::Error, way_out: &str) -> anyhow::Error {
+    match e.downcast_ref::<MissingHeadError>() {
+        Some(m) => anyhow::anyhow!(
+            "{}: a checkpoint without a trained classification head ({}); {way_out}",
+            m.path.display(),
+            m.reason
+        ),
+        None => e,
+    }
+}
+
+/// Fails on the first text that is empty or only whitespace, naming where it
+/// came from (`describe` gets its index): classifying nothing gives a
+/// confident-looking but meaningless prediction.
+fn refuse_blank(texts: &[String], describe: impl Fn(usize) -> String) -> anyhow::Result<()> {
+    match texts.iter().position(|t| t.trim().is_empty()) {
+        Some(i) => anyhow::bail!(
+            "{}: the text is empty or only whitespace; there is nothing to classify (remove it from the input)",
+            describe(i)
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Where the `index`th text of an input file is: `file:line` for a text file
+/// (one text per line, every line read); for CSV/TSV and JSONL, whose texts do
+/// not map to lines one to one, the record number.
+fn where_in_file(path: &Path, format: TextFormat, column: &str, index: usize) -> String {
+    let name = if path == Path::new("-") {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    };
+    match format {
+        TextFormat::Lines => format!("{name}:{}", index + 1),
+        _ => format!("{name}: record {} ({column:?})", index + 1),
+    }
 }
 
 /// A count of at least 1 (`--top-k 0` would ask for an empty list).

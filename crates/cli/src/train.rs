@@ -1,32 +1,29 @@
-//! `zhbert train` and `zhbert eval`.
+//! `zhbert train`: flags (and `--config FILE.toml`) into a
+//! [`zhbert_train::FineTune`], then `fit`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use burn::backend::Autodiff;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::Deserialize;
-use zhbert_data::{
-    encode_dataset, read_dataset, stratified_split, BadRows, Columns, Dataset, EncodedDataset,
-    ReadOptions, StreamingDataset,
-};
-use zhbert_model::{
-    load_classifier, load_masked_lm, save_safetensors, BertConfig, BertForSequenceClassification,
-    LoadOptions, Precision,
-};
-use zhbert_tokenizer::BertTokenizer;
+use zhbert_data::Columns;
+use zhbert_model::Precision;
 use zhbert_train::{
-    check_fresh_output, evaluate, list_checkpoints, preset, presets, pretrain_mlm, train_replica,
-    ClassWeights, LrScheduler, PretrainConfig, Replica, TrainConfig, TrainData, TrainSet, Warmup,
+    ClassWeights, ConfigError, FineTune, LrScheduler, Metric, TrainConfig, TrainError,
+    TrainSummary, Warmup,
 };
 
-use crate::{with_backend, BackendArgs};
+use crate::{with_backend, with_backend_devices, BackendArgs};
 
-/// A TOML value of an option whose flag is text: `warmup = 500`, `warmup =
-/// 0.1`, `class_weights = [1, 2.5]` read as the flag would be written (`500`,
-/// `0.1`, `1,2.5`), strings as they are.
-fn flag_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// A TOML value of an option whose flag is text, read as the flag would be:
+/// `warmup = 500`, `warmup = 0.1`, `class_weights = [1, 2.5]` as `500`, `0.1`,
+/// `1,2.5`; strings as they are.
+fn flag_text<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Value {
@@ -35,17 +32,19 @@ fn flag_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D
         Float(f64),
         List(Vec<f64>),
     }
-    Ok(Option::<Value>::deserialize(d)?.map(|v| match v {
+    let text = Option::<Value>::deserialize(d)?.map(|v| match v {
         Value::Text(s) => s,
         Value::Integer(n) => n.to_string(),
         Value::Float(x) => x.to_string(),
         Value::List(xs) => xs.iter().map(f64::to_string).collect::<Vec<_>>().join(","),
-    }))
+    });
+    text.map(|t| t.parse().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// Every option of `zhbert train`; each can also come from `--config FILE.toml`
 /// (same names, snake_case); flags win.
-#[derive(clap::Args, Debug, Default, Deserialize)]
+#[derive(clap::Args, Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainArgs {
     /// TOML file with any of these options.
@@ -65,7 +64,7 @@ pub struct TrainArgs {
     #[arg(long)]
     model: Option<String>,
     /// Output folder: an HF model folder plus metrics, plots, eval.json, checkpoints.
-    #[arg(long)]
+    #[arg(long, visible_alias = "output-dir")]
     output: Option<PathBuf>,
     /// Column or field of the text.
     #[arg(long)]
@@ -79,25 +78,30 @@ pub struct TrainArgs {
     /// Malformed rows: fail (default) or skip.
     #[arg(long, value_parser = ["fail", "skip"])]
     on_bad_row: Option<String>,
-    /// Dev and test fractions when only --train is given (default 0.1).
-    #[arg(long)]
+    /// Dev and test fractions when only --train is given [default: 0.1].
+    #[arg(long, allow_negative_numbers = true)]
     split: Option<f64>,
-    #[arg(long)]
+    /// Passes over the training data [default: 3; presets: their own].
+    #[arg(long, visible_alias = "num-train-epochs")]
     epochs: Option<usize>,
     /// Stop after this many optimizer steps.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_steps: Option<usize>,
-    #[arg(long)]
+    /// Peak learning rate [default: 5e-5; tiny-zh: 3e-4].
+    #[arg(long, visible_alias = "learning-rate", allow_negative_numbers = true)]
     lr: Option<f64>,
-    #[arg(long)]
+    /// Sequences per batch (of all replicas together) [default: 32].
+    #[arg(long, visible_alias = "per-device-train-batch-size")]
     batch_size: Option<usize>,
-    #[arg(long)]
+    /// Longest input in tokens; longer texts are truncated [default: 128; tiny-zh-char: 64].
+    #[arg(long, visible_alias = "max-seq-length")]
     max_length: Option<usize>,
-    /// Warmup: steps (500) or ratio (0.1).
-    #[arg(long)]
+    /// Warmup: steps (500) or ratio (0.1) [default: 0; tiny-zh: 0.1].
+    #[arg(long, visible_aliases = ["warmup-ratio", "warmup-steps"], allow_negative_numbers = true)]
     #[serde(deserialize_with = "flag_text")]
-    warmup: Option<String>,
-    #[arg(long)]
+    warmup: Option<Warmup>,
+    /// AdamW's decoupled weight decay, not on biases and LayerNorm [default: 0; tiny-zh: 0.01].
+    #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f64>,
     /// AdamW's beta1 (HF's adam_beta1; default 0.9).
     #[arg(long)]
@@ -108,21 +112,23 @@ pub struct TrainArgs {
     /// AdamW's eps (HF's adam_epsilon; default 1e-8).
     #[arg(long)]
     adam_epsilon: Option<f64>,
-    #[arg(long)]
+    /// Micro-batches per optimizer step [default: 1].
+    #[arg(long, visible_alias = "gradient-accumulation-steps")]
     grad_accum: Option<usize>,
-    /// Clip the global gradient norm (0 disables).
-    #[arg(long)]
+    /// Clip the global gradient norm (0 disables) [default: 1.0].
+    #[arg(long, allow_negative_numbers = true)]
     max_grad_norm: Option<f64>,
+    /// Seed of the split, data order, dropout and fresh weights [default: 42].
     #[arg(long)]
     seed: Option<u64>,
-    /// Evaluate every N steps (default: each epoch).
-    #[arg(long)]
+    /// Evaluate every N steps [default: each epoch].
+    #[arg(long, visible_alias = "eval-steps")]
     eval_every: Option<usize>,
-    /// Checkpoint every N steps (default: at each evaluation).
-    #[arg(long)]
+    /// Checkpoint every N steps [default: at each evaluation].
+    #[arg(long, visible_alias = "save-steps")]
     save_every: Option<usize>,
-    /// Checkpoints kept besides the best.
-    #[arg(long)]
+    /// Checkpoints kept besides the best [default: 2].
+    #[arg(long, visible_alias = "save-total-limit")]
     keep_checkpoints: Option<usize>,
     /// Early stopping: evaluations without improvement.
     #[arg(long)]
@@ -130,14 +136,15 @@ pub struct TrainArgs {
     /// Stop once the dev --metric reaches this value (time-to-accuracy runs).
     #[arg(long)]
     stop_at: Option<f64>,
-    /// Metric for the best checkpoint: accuracy, macro_f1, micro_f1, loss.
-    #[arg(long)]
-    metric: Option<String>,
+    /// Metric for the best checkpoint: accuracy, macro_f1, micro_f1, loss [default: accuracy].
+    #[arg(long, visible_alias = "metric-for-best-model")]
+    metric: Option<Metric>,
     /// Class weights: auto or a comma-separated list in label order.
     #[arg(long)]
     #[serde(deserialize_with = "flag_text")]
-    class_weights: Option<String>,
-    #[arg(long)]
+    class_weights: Option<ClassWeights>,
+    /// Label smoothing of the loss, in [0, 1) [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
     label_smoothing: Option<f32>,
     /// Batch texts of similar length together (`--group-by-length` or `--group-by-length false`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -156,6 +163,14 @@ pub struct TrainArgs {
     /// (--pretrain-epochs) stays fp32.
     #[arg(long)]
     precision: Option<Precision>,
+    /// HF's --bf16: the same as --precision bf16.
+    #[arg(long, conflicts_with_all = ["precision", "fp16"])]
+    #[serde(skip)]
+    bf16: bool,
+    /// HF's --fp16: the same as --precision f16.
+    #[arg(long, conflicts_with = "precision")]
+    #[serde(skip)]
+    fp16: bool,
     /// f16's first loss scale (default 65536, as torch's GradScaler).
     #[arg(long)]
     initial_loss_scale: Option<f64>,
@@ -270,12 +285,17 @@ impl TrainArgs {
         Ok(self)
     }
 
-    /// The training configuration: flags and file over the preset's tuned
-    /// settings over HF's defaults.
-    fn train_config(&self, base: TrainConfig) -> Result<TrainConfig> {
-        let mut c = base;
+    /// Flags and file over `c` (the model's defaults: a preset's tuned
+    /// settings, or HF's).
+    fn apply(&self, c: &mut TrainConfig) {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
+        }
+        if self.bf16 {
+            c.precision = Precision::Bf16;
+        }
+        if self.fp16 {
+            c.precision = Precision::F16;
         }
         set!(
             epochs,
@@ -295,7 +315,8 @@ impl TrainArgs {
             group_by_length,
             lr_scheduler,
             precision,
-            distill
+            distill,
+            warmup
         );
         c.max_steps = self.max_steps.or(c.max_steps);
         c.eval_every = self.eval_every.or(c.eval_every);
@@ -303,75 +324,147 @@ impl TrainArgs {
         c.patience = self.patience.or(c.patience);
         c.stop_at = self.stop_at.or(c.stop_at);
         c.initial_loss_scale = self.initial_loss_scale.or(c.initial_loss_scale);
-        if let Some(w) = &self.warmup {
-            c.warmup = Warmup::parse(w)?;
-        }
+        c.class_weights = self.class_weights.clone().or(c.class_weights.take());
         if let Some(n) = self.max_grad_norm {
-            c.max_grad_norm = (n > 0.0).then_some(n);
+            // 0 turns clipping off, as HF's max_grad_norm 0 does.
+            c.max_grad_norm = (n != 0.0).then_some(n);
         }
-        if let Some(w) = &self.class_weights {
-            c.class_weights = Some(if w == "auto" {
-                ClassWeights::Auto(w.clone())
-            } else {
-                ClassWeights::List(
-                    w.split(',')
-                        .map(|x| {
-                            x.trim().parse::<f32>().map_err(|_| {
-                                anyhow::anyhow!("--class-weights {w:?}: auto or numbers like 1,2.5")
-                            })
-                        })
-                        .collect::<Result<_>>()?,
-                )
-            });
-        }
-        c.validate()?;
-        Ok(c)
     }
 
-    fn read_options(&self, known_labels: Option<Vec<String>>) -> ReadOptions {
-        ReadOptions {
-            format: None,
-            columns: Columns {
+    /// The job these options describe.
+    fn fine_tune(&self) -> Result<FineTune> {
+        let (Some(train), Some(model), Some(output)) = (&self.train, &self.model, &self.output)
+        else {
+            bail!("zhbert train needs --train, --model and --output (as flags or in --config)");
+        };
+        let options = self.clone();
+        let mut job = FineTune::new(model.clone())
+            .train_file(train)
+            .output(output)
+            .columns(Columns {
                 text: self.text_column.clone().unwrap_or_else(|| "text".into()),
                 text_pair: self.text_pair_column.clone(),
                 label: self.label_column.clone().unwrap_or_else(|| "label".into()),
-            },
-            bad_rows: if self.on_bad_row.as_deref() == Some("skip") {
-                BadRows::Skip
-            } else {
-                BadRows::Fail
-            },
-            known_labels,
+            })
+            .skip_bad_rows(self.on_bad_row.as_deref() == Some("skip"))
+            .split(self.split.unwrap_or(0.1))
+            .resume(self.resume)
+            .configure(move |c| options.apply(c));
+        if let Some(dev) = &self.dev {
+            job = job.dev_file(dev);
         }
+        if let Some(test) = &self.test {
+            job = job.test_file(test);
+        }
+        if let Some(n) = self.pretrain_epochs {
+            job = job.pretrain_epochs(n);
+        }
+        if self.streaming.unwrap_or(false) {
+            job = job.streaming(self.shuffle_buffer.unwrap_or(10_000));
+        }
+        if let Some(n) = self.backend.pad_to_multiple_of {
+            job = job.pad_to_multiple_of(n);
+        }
+        job.train_config().map_err(in_flag_words)?;
+        Ok(job)
     }
 }
 
-fn read(path: &Path, options: &ReadOptions) -> Result<Dataset> {
-    let (data, report) = read_dataset(path, options)?;
-    tracing::info!("{report}");
-    for bad in report.bad_rows.iter().take(5) {
-        tracing::warn!("skipped {bad}");
+/// Ctrl-C or SIGTERM: the run finishes its step, writes a checkpoint and
+/// stops with a line that says how to resume (as HF's Trainer users expect);
+/// a second one ends the process at once.
+fn stop_cleanly_on_signals() {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // SAFETY: the handler only reads and stores an atomic flag, or exits:
+        // both async-signal-safe.
+        let registered = unsafe {
+            signal_hook::low_level::register(signal, || {
+                if zhbert_train::stop_requested() {
+                    signal_hook::low_level::exit(130);
+                }
+                zhbert_train::request_stop();
+            })
+        };
+        if let Err(e) = registered {
+            tracing::warn!("cannot catch signal {signal}: {e}");
+        }
     }
-    Ok(data)
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let args = args.merged()?;
-    if args.devices.is_some() || args.nodes.is_some() {
-        return run_data_parallel(&args);
+    let job = args.fine_tune()?;
+    stop_cleanly_on_signals();
+    let summary = if args.devices.is_some() || args.nodes.is_some() {
+        run_data_parallel(&args, &job)?
+    } else {
+        let kind = args.backend.kind()?;
+        with_backend!(kind, args.backend.device, |B, device| job
+            .fit::<Autodiff<B>>(&device)
+            .map_err(in_flag_words))?
+    };
+    print_summary(&summary, args.output.as_deref().unwrap_or(Path::new(".")));
+    Ok(())
+}
+
+/// A library error in the words of the CLI: a setting named as its flag.
+fn in_flag_words(e: anyhow::Error) -> anyhow::Error {
+    if let Some(c) = e.downcast_ref::<ConfigError>() {
+        return anyhow::anyhow!(
+            "--{} {}: {}",
+            c.option.replace('_', "-"),
+            c.value,
+            c.expected
+        );
     }
-    let kind = args.backend.kind()?;
-    with_backend!(
-        kind,
-        args.backend.device,
-        |B, device| run_on::<Autodiff<B>>(&args, &device, &Replica::alone())
-    )
+    if let Some(TrainError::Interrupted { step, output }) = e.downcast_ref::<TrainError>() {
+        return anyhow::anyhow!(
+            "interrupted at step {step}; a checkpoint is in {}: run the same command with --resume to go on",
+            output.display()
+        );
+    }
+    e
+}
+
+fn print_summary(summary: &TrainSummary, output: &Path) {
+    if let Some(p) = &summary.pretraining {
+        let losses: Vec<f64> = p
+            .epoch_losses
+            .iter()
+            .map(|l| (l * 1e4).round() / 1e4)
+            .collect();
+        println!(
+            "pretrained {} steps in {:.0}s ({:.1} sequences/s), mlm loss by epoch {losses:?}",
+            p.steps, p.seconds, p.sequences_per_second
+        );
+    }
+    println!(
+        "trained {} steps in {:.0}s ({:.1} sequences/s){}",
+        summary.steps,
+        summary.train_seconds,
+        summary.train_sequences_per_second,
+        if summary.early_stopped {
+            ", stopped early"
+        } else {
+            ""
+        }
+    );
+    if let Some(d) = &summary.dev {
+        println!("dev accuracy {:.4} macro F1 {:.4}", d.accuracy, d.macro_f1);
+    }
+    if let Some(t) = &summary.test {
+        println!("test accuracy {:.4} macro F1 {:.4}", t.accuracy, t.macro_f1);
+    }
+    println!(
+        "model, metrics.jsonl, eval.json and plots in {}",
+        output.display()
+    );
 }
 
 /// `--devices` and `--nodes`: one replica per device, each in its own thread
 /// with its own copy of the data and model; replica 0 logs and writes.
 #[cfg(feature = "collective")]
-fn run_data_parallel(args: &TrainArgs) -> Result<()> {
+fn run_data_parallel(args: &TrainArgs, job: &FineTune) -> Result<TrainSummary> {
     let (kind, devices) = match &args.devices {
         Some(list) => parse_devices(list, args.backend.backend)?,
         None => (args.backend.kind()?, vec![args.backend.device]),
@@ -390,70 +483,13 @@ fn run_data_parallel(args: &TrainArgs) -> Result<()> {
         }),
         _ => None,
     };
-    let topology = zhbert_train::Topology {
-        devices: devices.len(),
-        nodes,
-    };
-    if args.pretrain_epochs.is_some_and(|n| n > 0) {
-        bail!("--pretrain-epochs runs on one device: pretrain first, then train the pretrained folder on several");
-    }
-    let replicas = (0..devices.len())
-        .map(|i| topology.replica(i))
-        .collect::<Result<Vec<_>>>()?;
-    tracing::info!(
-        "data-parallel: {} replicas ({} on this node), this node's are {}",
-        topology.world(),
-        devices.len(),
-        replicas
-            .iter()
-            .map(|r| r.rank.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = replicas
-            .iter()
-            .zip(&devices)
-            .map(|(replica, &index)| {
-                scope.spawn(move || {
-                    let _ = index; // unused when only CPU backends are compiled in
-                    let run = || {
-                        with_backend!(kind, index, |B, device| run_on::<Autodiff<B>>(
-                            args, &device, replica
-                        ))
-                    };
-                    let result = if replica.is_main() {
-                        run()
-                    } else {
-                        tracing::subscriber::with_default(
-                            tracing::subscriber::NoSubscriber::default(),
-                            run,
-                        )
-                    };
-                    // The other replicas would wait for this one forever (in
-                    // burn-collective's register or all-reduce): end the process.
-                    // Checkpoints and outputs are written atomically.
-                    if let Err(e) = &result {
-                        eprintln!("error: replica {}: {e:#}", replica.rank);
-                        std::process::exit(1);
-                    }
-                    result
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a replica's thread panicked")))
-            })
-            .collect()
-    });
-    results.into_iter().collect()
+    with_backend_devices!(kind, &devices, |B, devices| job
+        .fit_data_parallel::<Autodiff<B>>(&devices, nodes)
+        .map_err(in_flag_words))
 }
 
 #[cfg(not(feature = "collective"))]
-fn run_data_parallel(_args: &TrainArgs) -> Result<()> {
+fn run_data_parallel(_args: &TrainArgs, _job: &FineTune) -> Result<TrainSummary> {
     bail!("--devices and --nodes need zhbert built with the `collective` feature")
 }
 
@@ -506,423 +542,33 @@ fn parse_devices(
     Ok((kind, devices))
 }
 
-fn encode(
-    name: &str,
-    data: &Dataset,
-    tokenizer: &BertTokenizer,
-    max_length: usize,
-) -> Result<EncodedDataset> {
-    let e = encode_dataset(data, tokenizer, max_length)?;
-    if e.truncated > 0 {
-        tracing::info!(
-            "{name}: {} of {} texts longer than {max_length} tokens ({:.1}%), {} tokens cut",
-            e.truncated,
-            data.examples.len(),
-            100.0 * e.truncated as f64 / data.examples.len() as f64,
-            e.tokens_cut
-        );
-    }
-    Ok(e)
-}
-
-fn run_on<AB: AutodiffBackend>(
-    args: &TrainArgs,
-    device: &AB::Device,
-    replica: &Replica,
-) -> Result<()> {
-    let (Some(train_path), Some(model_arg), Some(output)) =
-        (&args.train, &args.model, &args.output)
-    else {
-        bail!("zhbert train needs --train, --model and --output (as flags or in --config)");
-    };
-    let preset = preset(model_arg);
-    let config = args.train_config(preset.as_ref().map(|p| p.train.clone()).unwrap_or_default())?;
-    AB::seed(device, config.seed);
-
-    // Streaming: the training file is scanned now and read again every epoch;
-    // `all` then carries only its labels.
-    let mut streamed = None;
-    let all = if args.streaming.unwrap_or(false) {
-        if preset.is_some() {
-            bail!("--streaming: a preset builds its vocabulary and pretrains from the training texts in memory; stream with a pretrained --model");
-        }
-        if args.dev.is_none() {
-            bail!("--streaming needs --dev: splitting a file needs all of it in memory");
-        }
-        let (data, report) = StreamingDataset::scan(train_path, &args.read_options(None))?;
-        tracing::info!("{report} (streamed: read again every epoch)");
-        let labels = data.labels.clone();
-        streamed = Some(Arc::new(data));
-        Dataset {
-            examples: vec![],
-            labels,
-        }
-    } else {
-        read(train_path, &args.read_options(None))?
-    };
-    let labels = all.labels.clone();
-    if let [only] = labels.as_slice() {
-        // HF reads `num_labels: 1` as a regression head, so a one-label
-        // training set would save a model that `transformers` misreads.
-        bail!(
-            "{}: every example has the label {only:?}; a classifier needs at least two labels",
-            train_path.display()
-        );
-    }
-    let known = args.read_options(Some(labels.clone()));
-    let (train_set, dev_set, test_set) = match (&args.dev, &args.test) {
-        (None, None) => {
-            let f = args.split.unwrap_or(0.1);
-            let [t, d, s] = stratified_split(&all, f, f, config.seed);
-            tracing::info!(
-                "no --dev/--test: stratified split of {} by seed {}: train {}, dev {}, test {}",
-                train_path.display(),
-                config.seed,
-                t.examples.len(),
-                d.examples.len(),
-                s.examples.len()
-            );
-            (t, Some(d), Some(s))
-        }
-        (dev, test) => (
-            all,
-            dev.as_ref().map(|p| read(p, &known)).transpose()?,
-            test.as_ref().map(|p| read(p, &known)).transpose()?,
-        ),
-    };
-
-    let (tokenizer, model, model_config) = match &preset {
-        Some(p) => {
-            let mut tokenizer = p.tokenizer(
-                train_set
-                    .examples
-                    .iter()
-                    .flat_map(|e| std::iter::once(e.text.as_str()).chain(e.text_pair.as_deref())),
-                config.max_length,
-            )?;
-            let pretrain = PretrainConfig {
-                epochs: args.pretrain_epochs.unwrap_or(p.pretrain.epochs),
-                seed: config.seed,
-                ..p.pretrain.clone()
-            };
-            let positions = if pretrain.epochs > 0 {
-                config.max_length.max(pretrain.max_length)
-            } else {
-                config.max_length
-            };
-            args.backend.configure_padding(&mut tokenizer, positions);
-            let model_config = p.model_config(tokenizer.vocab_size(), &labels, positions);
-            tracing::info!(
-                "preset {}: {} layers, hidden {}, vocabulary of {} entries from the training text, {:.1}M parameters, trained from scratch",
-                p.name,
-                p.layers,
-                p.hidden_size,
-                tokenizer.vocab_size(),
-                model_config.num_parameters() as f64 / 1e6
-            );
-            let mut model = model_config.init_classifier::<AB>(device);
-            if pretrain.epochs > 0 {
-                self_pretrain::<AB>(
-                    &mut model,
-                    &model_config,
-                    &tokenizer,
-                    &train_set,
-                    &pretrain,
-                    output,
-                    args.resume,
-                    device,
-                )?;
-            }
-            (tokenizer, model, model_config)
-        }
-        None => {
-            let dir = crate::hub::resolve_model(model_arg).with_context(|| {
-                format!(
-                    "--model {model_arg} is not a preset ({})",
-                    presets()
-                        .iter()
-                        .map(|p| p.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
-            let mut tokenizer = BertTokenizer::from_dir(&dir)?;
-            let options = LoadOptions {
-                labels: Some(labels.clone()),
-                allow_fresh_head: true,
-            };
-            let (model, model_config, report) = load_classifier::<AB>(&dir, &options, device)?;
-            tracing::info!("{report}");
-            args.backend
-                .configure_padding(&mut tokenizer, model_config.max_position_embeddings);
-            if config.max_length > model_config.max_position_embeddings {
-                bail!(
-                    "--max-length {} exceeds the model's max_position_embeddings {}",
-                    config.max_length,
-                    model_config.max_position_embeddings
-                );
-            }
-            (tokenizer, model, model_config)
-        }
-    };
-    let soft_targets = if config.distill > 0.0 && streamed.is_none() {
-        let started = std::time::Instant::now();
-        let targets = zhbert_train::teacher::distillation_targets(&train_set, config.seed)?;
-        let agree = targets
-            .iter()
-            .zip(&train_set.examples)
-            .filter(|(p, e)| zhbert_train::inference::argmax(p) == e.label)
-            .count();
-        tracing::info!(
-            "distillation teacher (char 1-3-gram TF-IDF + logistic regression, {} folds): out-of-fold accuracy {:.4} on the training set, {:.1} s",
-            zhbert_train::teacher::TEACHER_FOLDS,
-            agree as f64 / targets.len().max(1) as f64,
-            started.elapsed().as_secs_f64()
-        );
-        Some(targets)
-    } else {
-        None
-    };
-    let data = TrainData {
-        soft_targets,
-        train: match streamed {
-            Some(data) => TrainSet::Streaming {
-                data,
-                shuffle_buffer: args.shuffle_buffer.unwrap_or(10_000),
-                max_length: config.max_length,
-            },
-            None => encode("train", &train_set, &tokenizer, config.max_length)?.into(),
-        },
-        dev: dev_set
-            .as_ref()
-            .map(|d| encode("dev", d, &tokenizer, config.max_length))
-            .transpose()?,
-        test: test_set
-            .as_ref()
-            .map(|d| encode("test", d, &tokenizer, config.max_length))
-            .transpose()?,
-        labels,
-    };
-    let summary = train_replica::<AB>(
-        model,
-        &model_config,
-        &tokenizer,
-        &data,
-        &config,
-        output,
-        args.resume,
-        device,
-        replica,
-    )?;
-    if !replica.is_main() {
-        return Ok(());
-    }
-    println!(
-        "trained {} steps in {:.0}s ({:.1} sequences/s){}",
-        summary.steps,
-        summary.train_seconds,
-        summary.train_sequences_per_second,
-        if summary.early_stopped {
-            ", stopped early"
-        } else {
-            ""
-        }
-    );
-    if let Some(d) = &summary.dev {
-        println!("dev accuracy {:.4} macro F1 {:.4}", d.accuracy, d.macro_f1);
-    }
-    if let Some(t) = &summary.test {
-        println!("test accuracy {:.4} macro F1 {:.4}", t.accuracy, t.macro_f1);
-    }
-    println!(
-        "model, metrics.jsonl, eval.json and plots in {}",
-        output.display()
-    );
-    Ok(())
-}
-
-/// Masked-LM pretraining of a fresh preset model on its training texts; the
-/// encoder it learns replaces `model`'s. The pretrained `BertForMaskedLM` is kept
-/// as an HF model folder in `<output>/pretrained`, which `--resume` reuses; when
-/// fine-tuning checkpoints exist, they hold the weights and this does nothing.
-#[allow(clippy::too_many_arguments)]
-fn self_pretrain<AB: AutodiffBackend>(
-    model: &mut BertForSequenceClassification<AB>,
-    model_config: &BertConfig,
-    tokenizer: &BertTokenizer,
-    train_set: &Dataset,
-    pretrain: &PretrainConfig,
-    output: &Path,
-    resume: bool,
-    device: &AB::Device,
-) -> Result<()> {
-    if !resume {
-        check_fresh_output(output)?;
-    } else if !list_checkpoints(output).is_empty() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
-    let dir = output.join("pretrained");
-    let mlm = if resume && dir.join("model.safetensors").is_file() {
-        let (mlm, _, report) = load_masked_lm::<AB>(&dir, device)?;
-        tracing::info!(
-            "--resume: pretrained encoder from {} ({report})",
-            dir.display()
-        );
-        mlm
-    } else {
-        let texts = encode("pretraining", train_set, tokenizer, pretrain.max_length)?;
-        let (mlm, summary) = pretrain_mlm::<AB>(
-            model_config.init_masked_lm::<AB>(device),
-            tokenizer,
-            &texts.encoded,
-            pretrain,
-            &output.join("pretrain_metrics.jsonl"),
-            device,
-        )?;
-        println!(
-            "pretrained {} steps in {:.0}s ({:.1} sequences/s), mlm loss by epoch {:?}",
-            summary.steps,
-            summary.seconds,
-            summary.sequences_per_second,
-            summary
-                .epoch_losses
-                .iter()
-                .map(|l| (l * 1e4).round() / 1e4)
-                .collect::<Vec<_>>()
-        );
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        save_safetensors(&mlm, &dir.join("model.safetensors"))?;
-        model_config.save(dir.join("config.json"), "BertForMaskedLM")?;
-        tokenizer.save(&dir)?;
-        mlm
-    };
-    model.bert.embeddings = mlm.bert.embeddings;
-    model.bert.encoder = mlm.bert.encoder;
-    // burn draws a fresh parameter's values when it is first read. Read the new
-    // pooler and classifier now, from a known seed, so that a run resumed after
-    // pretraining fine-tunes from the same head as a run that never stopped.
-    AB::seed(device, pretrain.seed.wrapping_add(1));
-    if let Some(pooler) = &model.bert.pooler {
-        pooler.dense.weight.val();
-    }
-    model.classifier.weight.val();
-    Ok(())
-}
-
-/// `zhbert eval`.
-#[derive(clap::Args, Debug)]
-pub struct EvalArgs {
-    /// Model folder (a trained classifier).
-    #[arg(long)]
-    model: String,
-    /// Labelled data (CSV/TSV/JSONL/.txt).
-    #[arg(long)]
-    data: PathBuf,
-    /// Where to write the metrics as JSON (default: eval-<data name>.json in the model folder).
-    #[arg(long)]
-    output: Option<PathBuf>,
-    #[arg(long, default_value = "text")]
-    text_column: String,
-    #[arg(long)]
-    text_pair_column: Option<String>,
-    #[arg(long, default_value = "label")]
-    label_column: String,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Longest input in tokens (default: the model's limit, at most 512).
-    #[arg(long)]
-    max_length: Option<usize>,
-    #[command(flatten)]
-    backend: BackendArgs,
-}
-
-pub fn run_eval(args: EvalArgs) -> Result<()> {
-    let kind = args.backend.kind()?;
-    with_backend!(kind, args.backend.device, |B, device| eval_on::<B>(
-        &args, &device
-    ))
-}
-
-fn eval_on<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
-    let dir = crate::hub::resolve_model(&args.model)?;
-    let mut tokenizer = BertTokenizer::from_dir(&dir)?;
-    let (model, config, report) = load_classifier::<B>(&dir, &LoadOptions::default(), device)?;
-    tracing::info!("{report}");
-    args.backend
-        .configure_padding(&mut tokenizer, config.max_position_embeddings);
-    let options = ReadOptions {
-        format: None,
-        columns: Columns {
-            text: args.text_column.clone(),
-            text_pair: args.text_pair_column.clone(),
-            label: args.label_column.clone(),
-        },
-        bad_rows: BadRows::Fail,
-        known_labels: Some(config.labels()),
-    };
-    let data = read(&args.data, &options)?;
-    let max_length = args
-        .max_length
-        .unwrap_or(config.max_position_embeddings.min(512));
-    let encoded = encode("data", &data, &tokenizer, max_length)?;
-    let m = evaluate(
-        &model,
-        &tokenizer,
-        &encoded,
-        &config.labels(),
-        args.batch_size,
-        device,
-    )?;
-    println!("{}: {} examples", args.data.display(), m.examples);
-    println!(
-        "loss {:.4} accuracy {:.4} macro F1 {:.4} micro F1 {:.4}",
-        m.loss, m.accuracy, m.macro_f1, m.micro_f1
-    );
-    for c in &m.per_class {
-        println!(
-            "  {:>12}  precision {:.4} recall {:.4} F1 {:.4} support {}",
-            c.label, c.precision, c.recall, c.f1, c.support
-        );
-    }
-    print!("{}", m.confusion_table());
-    let out = args.output.clone().unwrap_or_else(|| {
-        let stem = args
-            .data
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("data");
-        dir.join(format!("eval-{stem}.json"))
-    });
-    zhbert_model::write_atomic(&out, serde_json::to_string_pretty(&m)?.as_bytes())?;
-    println!("metrics written to {}", out.display());
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::TrainArgs;
+    use super::{ClassWeights, LrScheduler, TrainArgs, TrainConfig, Warmup};
+
+    /// The configuration the options give over `TrainConfig::default()`.
+    fn config_of(args: &TrainArgs) -> Result<TrainConfig, String> {
+        let mut c = TrainConfig::default();
+        args.apply(&mut c);
+        c.validate().map(|()| c).map_err(|e| e.to_string())
+    }
 
     #[test]
     fn toml_options_read_as_their_flags() {
         let args: TrainArgs =
             toml::from_str("warmup = 500\nclass_weights = [1, 2.5]\nlr_scheduler = \"cosine\"\n")
                 .unwrap();
-        let c = args.train_config(Default::default()).unwrap();
-        assert_eq!(c.warmup, super::Warmup::Steps(500));
-        assert_eq!(c.lr_scheduler, super::LrScheduler::Cosine);
-        assert_eq!(
-            c.class_weights,
-            Some(super::ClassWeights::List(vec![1.0, 2.5]))
-        );
+        let c = config_of(&args).unwrap();
+        assert_eq!(c.warmup, Warmup::Steps(500));
+        assert_eq!(c.lr_scheduler, LrScheduler::Cosine);
+        assert_eq!(c.class_weights, Some(ClassWeights::List(vec![1.0, 2.5])));
         let args: TrainArgs = toml::from_str("warmup = 0.1\nclass_weights = \"auto\"\n").unwrap();
-        let c = args.train_config(Default::default()).unwrap();
-        assert_eq!(c.warmup, super::Warmup::Ratio(0.1));
-        assert_eq!(
-            c.class_weights,
-            Some(super::ClassWeights::Auto("auto".into()))
-        );
+        let c = config_of(&args).unwrap();
+        assert_eq!(c.warmup, Warmup::Ratio(0.1));
+        assert_eq!(c.class_weights, Some(ClassWeights::Balanced));
         assert!(toml::from_str::<TrainArgs>("lr_scheduler = \"warm\"\n").is_err());
+        assert!(toml::from_str::<TrainArgs>("metric = \"f1\"\n").is_err());
+        assert!(toml::from_str::<TrainArgs>("warmup = 1.5\n").is_err());
     }
 
     /// The AdamW settings a run is given are those its optimizer gets (the
@@ -933,7 +579,7 @@ mod tests {
             "lr = 2e-5\nweight_decay = 0.1\nadam_beta1 = 0.8\nadam_beta2 = 0.98\nadam_epsilon = 1e-6\n",
         )
         .unwrap();
-        let adamw = args.train_config(Default::default()).unwrap().adamw();
+        let adamw = config_of(&args).unwrap().adamw();
         assert_eq!(
             adamw,
             zhbert_train::AdamWConfig {
@@ -949,11 +595,8 @@ mod tests {
             "adam_beta1 = -0.1",
             "adam_epsilon = -1e-8",
         ] {
-            let err = toml::from_str::<TrainArgs>(bad)
-                .unwrap()
-                .train_config(Default::default())
-                .unwrap_err();
-            assert!(err.to_string().starts_with("adam "), "{bad}: {err}");
+            let err = config_of(&toml::from_str::<TrainArgs>(bad).unwrap()).unwrap_err();
+            assert!(err.starts_with("adam_"), "{bad}: {err}");
         }
     }
 }

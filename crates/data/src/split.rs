@@ -5,6 +5,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::dataset::Dataset;
+use crate::input::DataError;
 
 /// The seeded generator used everywhere in zhbert's data pipeline: ChaCha8, whose
 /// stream is fixed by its specification, so a seed means the same split on every
@@ -16,11 +17,30 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 /// Splits into train/dev/test with the same label proportions in each, by seed.
 /// `dev` and `test` are fractions (for example 0.1 and 0.1); each split keeps
 /// the file order of its examples.
-pub fn stratified_split(data: &Dataset, dev: f64, test: f64, seed: u64) -> [Dataset; 3] {
-    assert!(
-        dev >= 0.0 && test >= 0.0 && dev + test < 1.0,
-        "fractions must leave a training set"
-    );
+///
+/// Fractions that are negative or NaN, or whose sum leaves no training set
+/// (`dev + test >= 1`), are a [`DataError::Split`].
+pub fn stratified_split(
+    data: &Dataset,
+    dev: f64,
+    test: f64,
+    seed: u64,
+) -> Result<[Dataset; 3], DataError> {
+    // `!(x >= 0.0)` is also true for NaN.
+    if !(dev >= 0.0 && test >= 0.0) {
+        return Err(DataError::Split {
+            dev,
+            test,
+            problem: "include a negative or NaN",
+        });
+    }
+    if dev + test >= 1.0 {
+        return Err(DataError::Split {
+            dev,
+            test,
+            problem: "leave no training set",
+        });
+    }
     let mut rng = rng(seed);
     let mut parts: [Vec<usize>; 3] = Default::default();
     for label in 0..data.labels.len() {
@@ -34,13 +54,13 @@ pub fn stratified_split(data: &Dataset, dev: f64, test: f64, seed: u64) -> [Data
         parts[2].extend(&idx[n_dev..n_dev + n_test]);
         parts[0].extend(&idx[n_dev + n_test..]);
     }
-    parts.map(|mut p| {
+    Ok(parts.map(|mut p| {
         p.sort_unstable();
         Dataset {
             examples: p.iter().map(|&i| data.examples[i].clone()).collect(),
             labels: data.labels.clone(),
         }
-    })
+    }))
 }
 
 /// The batches of one epoch, as indices into the examples.
@@ -109,7 +129,7 @@ mod tests {
     #[test]
     fn split_is_stratified_disjoint_complete_and_seeded() {
         let d = data(&[900, 100]);
-        let [train, dev, test] = stratified_split(&d, 0.1, 0.1, 7);
+        let [train, dev, test] = stratified_split(&d, 0.1, 0.1, 7).unwrap();
         assert_eq!(dev.class_counts(), vec![90, 10]);
         assert_eq!(test.class_counts(), vec![90, 10]);
         assert_eq!(train.class_counts(), vec![720, 80]);
@@ -120,8 +140,26 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 1000);
-        assert_eq!(stratified_split(&d, 0.1, 0.1, 7)[1], dev);
-        assert_ne!(stratified_split(&d, 0.1, 0.1, 8)[1], dev);
+        assert_eq!(stratified_split(&d, 0.1, 0.1, 7).unwrap()[1], dev);
+        assert_ne!(stratified_split(&d, 0.1, 0.1, 8).unwrap()[1], dev);
+    }
+
+    #[test]
+    fn split_fractions_that_leave_no_training_set_are_an_error() {
+        let d = data(&[9, 1]);
+        let e = stratified_split(&d, 0.9, 0.9, 7).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "split fractions dev 0.9 + test 0.9 leave no training set: each must be in [0, 0.5)"
+        );
+        let e = stratified_split(&d, -0.1, -0.1, 7).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "split fractions dev -0.1 + test -0.1 include a negative or NaN: each must be in [0, 0.5)"
+        );
+        assert!(stratified_split(&d, 0.1, f64::NAN, 7).is_err());
+        assert!(stratified_split(&d, 0.5, 0.5, 7).is_err());
+        assert!(stratified_split(&d, 0.0, 0.0, 7).is_ok());
     }
 
     #[test]

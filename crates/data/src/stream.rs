@@ -58,83 +58,25 @@ impl StreamingDataset {
             file: path.into(),
             ..Default::default()
         };
-        // Each label as written, with the line it first appears on.
-        let mut raw_labels: Vec<(String, u64)> = Vec::new();
-        // Distinct text → index of its label in `raw_labels`, or None once a
-        // second label was seen.
-        let mut texts: HashMap<u64, Option<usize>> = HashMap::new();
-        let mut text_labels: HashSet<(u64, usize)> = HashSet::new();
-        let (mut empty, mut duplicates, mut conflicts) = (0usize, 0usize, 0usize);
+        let mut tally = Tally::default();
         let class_txt = read_rows(path, options, &mut report, &mut |row| {
-            if row.text.trim().is_empty() {
-                empty += 1;
-                return Ok(());
-            }
-            let label = match raw_labels.iter().position(|(l, _)| *l == row.label) {
-                Some(i) => i,
-                None => {
-                    raw_labels.push((row.label.clone(), row.line));
-                    raw_labels.len() - 1
-                }
-            };
-            let h = text_hash(&row.text, row.text_pair.as_deref());
-            if !text_labels.insert((h, label)) {
-                duplicates += 1;
-                return Ok(());
-            }
-            match texts.entry(h) {
-                Entry::Vacant(v) => {
-                    v.insert(Some(label));
-                }
-                Entry::Occupied(mut o) => {
-                    if o.get().is_some() {
-                        conflicts += 1;
-                    }
-                    o.insert(None);
-                }
-            }
+            tally.add(row);
             Ok(())
         })?;
-        drop(text_labels);
+        // The (text, label) pairs only served to find duplicates: free them
+        // before the labels are resolved.
+        drop(std::mem::take(&mut tally.text_labels));
         let labeler = Labeler::for_file(
             path,
-            raw_labels.iter().map(|(l, _)| l.clone()).collect(),
+            tally.raw_labels.iter().map(|(l, _)| l.clone()).collect(),
             class_txt.as_ref(),
             options,
         );
-        // Each label through `read_dataset`'s rules, reported at its first line;
-        // with `BadRows::Skip` its rows are left out (and reported once).
-        let mut ids = Vec::with_capacity(raw_labels.len());
-        for (label, line) in &raw_labels {
-            // A stand-in text: only the label is checked here.
-            let row = Row {
-                line: *line,
-                text: "-".into(),
-                text_pair: None,
-                label: label.clone(),
-            };
-            ids.push(match labeler.example(row, &mut report) {
-                Ok(example) => example.map(|e| e.label),
-                Err(e) => {
-                    options.bad_rows.handle(e, &mut report)?;
-                    None
-                }
-            });
-        }
-        let mut class_counts = vec![0usize; labeler.labels.len()];
-        let mut conflicting = HashSet::new();
-        for (h, label) in texts {
-            match label.map(|l| ids[l]) {
-                Some(Some(id)) => class_counts[id] += 1,
-                Some(None) => {} // a label left out
-                None => {
-                    conflicting.insert(h);
-                }
-            }
-        }
-        report.empty_dropped = empty;
-        report.duplicates_removed = duplicates;
-        report.conflicting_texts_dropped = conflicts;
+        let ids = label_ids(&tally.raw_labels, &labeler, options, &mut report)?;
+        let (class_counts, conflicting) = count_classes(tally.texts, &ids, labeler.labels.len());
+        report.empty_dropped = tally.empty;
+        report.duplicates_removed = tally.duplicates;
+        report.conflicting_texts_dropped = tally.conflicts;
         for (name, n) in labeler.labels.iter().zip(&class_counts) {
             report.class_counts.insert(name.clone(), *n);
         }
@@ -191,6 +133,108 @@ impl StreamingDataset {
         })
         .map(|_| ())
     }
+}
+
+/// What the first pass keeps of the rows: the labels as written, and per
+/// distinct text a hash and its label, never the text itself.
+#[derive(Default)]
+struct Tally {
+    /// Each label as written, with the line it first appears on.
+    raw_labels: Vec<(String, u64)>,
+    /// Distinct text → index of its label in `raw_labels`, or None once a
+    /// second label was seen.
+    texts: HashMap<u64, Option<usize>>,
+    /// The (text, label) pairs seen: a pair seen again is a duplicate.
+    text_labels: HashSet<(u64, usize)>,
+    /// Rows with an empty text.
+    empty: usize,
+    /// Rows identical to an earlier one.
+    duplicates: usize,
+    /// Distinct texts seen with a second label.
+    conflicts: usize,
+}
+
+impl Tally {
+    /// Counts one row, as [`clean`](crate::clean) would treat it.
+    fn add(&mut self, row: Row) {
+        if row.text.trim().is_empty() {
+            self.empty += 1;
+            return;
+        }
+        let label = match self.raw_labels.iter().position(|(l, _)| *l == row.label) {
+            Some(i) => i,
+            None => {
+                self.raw_labels.push((row.label.clone(), row.line));
+                self.raw_labels.len() - 1
+            }
+        };
+        let h = text_hash(&row.text, row.text_pair.as_deref());
+        if !self.text_labels.insert((h, label)) {
+            self.duplicates += 1;
+            return;
+        }
+        match self.texts.entry(h) {
+            Entry::Vacant(v) => {
+                v.insert(Some(label));
+            }
+            Entry::Occupied(mut o) => {
+                if o.get().is_some() {
+                    self.conflicts += 1;
+                }
+                o.insert(None);
+            }
+        }
+    }
+}
+
+/// The label id of each raw label, through `read_dataset`'s rules, each
+/// reported at its first line; `None` for a label left out (with
+/// `BadRows::Skip` its rows are left out, and it is reported once).
+fn label_ids(
+    raw_labels: &[(String, u64)],
+    labeler: &Labeler<'_>,
+    options: &ReadOptions,
+    report: &mut HygieneReport,
+) -> Result<Vec<Option<usize>>, DataError> {
+    let mut ids = Vec::with_capacity(raw_labels.len());
+    for (label, line) in raw_labels {
+        // A stand-in text: only the label is checked here.
+        let row = Row {
+            line: *line,
+            text: "-".into(),
+            text_pair: None,
+            label: label.clone(),
+        };
+        ids.push(match labeler.example(row, report) {
+            Ok(example) => example.map(|e| e.label),
+            Err(e) => {
+                options.bad_rows.handle(e, report)?;
+                None
+            }
+        });
+    }
+    Ok(ids)
+}
+
+/// Examples per label id (of `n_labels`), and the hashes of the texts seen
+/// with more than one label.
+fn count_classes(
+    texts: HashMap<u64, Option<usize>>,
+    ids: &[Option<usize>],
+    n_labels: usize,
+) -> (Vec<usize>, HashSet<u64>) {
+    let mut class_counts = vec![0usize; n_labels];
+    let mut conflicting = HashSet::new();
+    for (h, label) in texts {
+        match label.map(|l| ids[l]) {
+            Some(Some(id)) => class_counts[id] += 1,
+            Some(None) => {} // a label left out
+            None => {
+                conflicting.insert(h);
+            }
+        }
+    }
+    (class_counts, conflicting)
 }
 
 /// How [`stream_batches`] batches an epoch.

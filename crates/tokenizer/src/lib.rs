@@ -191,22 +191,6 @@ pub struct Batch {
     pub truncated_tokens: Vec<usize>,
 }
 
-impl Batch {
-    /// Rows `range` of this batch, padded to the same length (one data-parallel
-    /// replica's share: the padding, and so the rounding, stays the whole batch's).
-    pub fn rows(&self, range: std::ops::Range<usize>) -> Batch {
-        let cells = range.start * self.seq_len..range.end * self.seq_len;
-        Batch {
-            batch_size: range.len(),
-            seq_len: self.seq_len,
-            input_ids: self.input_ids[cells.clone()].to_vec(),
-            token_type_ids: self.token_type_ids[cells.clone()].to_vec(),
-            attention_mask: self.attention_mask[cells].to_vec(),
-            truncated_tokens: self.truncated_tokens[range].to_vec(),
-        }
-    }
-}
-
 /// A BERT WordPiece tokenizer.
 #[derive(Clone)]
 pub struct BertTokenizer {
@@ -679,27 +663,56 @@ pub fn build_wordpiece_vocab<'a>(
     size: usize,
     min_count: usize,
 ) -> Result<Vec<String>> {
-    use std::cmp::Reverse;
-    use std::collections::{BTreeSet, BinaryHeap};
-    type Pair = (u32, u32);
+    let words = sorted_word_counts(texts, config)?;
+    let (mut pieces, symbols) = initial_pieces(&words);
+    let mut merges = Merges::new(symbols, words.iter().map(|(_, n)| *n as i64).collect());
+    while pieces.vocab.len() < size {
+        let Some((pair, n)) = merges.most_frequent() else {
+            break;
+        };
+        if n < min_count as i64 {
+            break;
+        }
+        let merged = format!(
+            "{}{}",
+            pieces.vocab[pair.0 as usize],
+            pieces.vocab[pair.1 as usize].trim_start_matches("##")
+        );
+        let merged = pieces.id(merged);
+        merges.apply(pair, merged);
+    }
+    Ok(pieces.vocab)
+}
 
+/// The distinct words of the texts with their counts, sorted (by word, then
+/// count) so that the vocabulary does not depend on hash order.
+fn sorted_word_counts<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+    config: &TokenizerConfig,
+) -> Result<Vec<(String, u64)>> {
     let mut word_counts: HashMap<String, u64> = HashMap::new();
     for_each_word(texts, config, |word| {
         *word_counts.entry(word.to_string()).or_default() += 1;
     })?;
     let mut words: Vec<(String, u64)> = word_counts.into_iter().collect();
     words.sort_unstable();
+    Ok(words)
+}
 
+/// The vocabulary before any merge (special tokens, every character in code
+/// point order, then the `##` forms as they first occur in the sorted words)
+/// and each word as its piece ids: `c` first, `##c` after.
+fn initial_pieces(words: &[(String, u64)]) -> (Pieces, Vec<Vec<u32>>) {
     let mut pieces = Pieces::default();
     for token in SPECIAL_TOKENS {
         pieces.id(token.to_string());
     }
-    let alphabet: BTreeSet<char> = words.iter().flat_map(|(w, _)| w.chars()).collect();
+    let alphabet: std::collections::BTreeSet<char> =
+        words.iter().flat_map(|(w, _)| w.chars()).collect();
     for c in alphabet {
         pieces.id(c.to_string());
     }
-    let counts: Vec<i64> = words.iter().map(|(_, n)| *n as i64).collect();
-    let mut symbols: Vec<Vec<u32>> = words
+    let symbols = words
         .iter()
         .map(|(word, _)| {
             word.chars()
@@ -714,80 +727,114 @@ pub fn build_wordpiece_vocab<'a>(
                 .collect()
         })
         .collect();
+    (pieces, symbols)
+}
 
-    let mut pair_counts: HashMap<Pair, i64> = HashMap::new();
-    let mut words_with: HashMap<Pair, Vec<usize>> = HashMap::new();
-    for (w, word) in symbols.iter().enumerate() {
-        for pair in word.windows(2).map(|p| (p[0], p[1])) {
-            *pair_counts.entry(pair).or_default() += counts[w];
-            words_with.entry(pair).or_default().push(w);
+/// Two adjacent piece ids.
+type Pair = (u32, u32);
+
+/// The state of WordPiece training: each word as pieces, how often each
+/// adjacent pair occurs (weighted by word count), and which words hold it.
+struct Merges {
+    /// Each distinct word as piece ids.
+    symbols: Vec<Vec<u32>>,
+    /// How often each word occurs.
+    counts: Vec<i64>,
+    pair_counts: HashMap<Pair, i64>,
+    /// The words a pair occurs in (possibly listed twice, or no longer).
+    words_with: HashMap<Pair, Vec<usize>>,
+    /// Pairs by count: most frequent first; among equals, the pair of the
+    /// smaller ids (as HF).
+    queue: std::collections::BinaryHeap<(i64, std::cmp::Reverse<Pair>)>,
+}
+
+impl Merges {
+    fn new(symbols: Vec<Vec<u32>>, counts: Vec<i64>) -> Self {
+        let mut pair_counts: HashMap<Pair, i64> = HashMap::new();
+        let mut words_with: HashMap<Pair, Vec<usize>> = HashMap::new();
+        for (w, word) in symbols.iter().enumerate() {
+            for pair in word.windows(2).map(|p| (p[0], p[1])) {
+                *pair_counts.entry(pair).or_default() += counts[w];
+                words_with.entry(pair).or_default().push(w);
+            }
+        }
+        let queue = pair_counts
+            .iter()
+            .map(|(&pair, &n)| (n, std::cmp::Reverse(pair)))
+            .collect();
+        Self {
+            symbols,
+            counts,
+            pair_counts,
+            words_with,
+            queue,
         }
     }
-    // Most frequent first; among equals, the pair of the smaller ids (as HF).
-    let mut queue: BinaryHeap<(i64, Reverse<Pair>)> = pair_counts
-        .iter()
-        .map(|(&pair, &n)| (n, Reverse(pair)))
-        .collect();
-    while pieces.vocab.len() < size {
-        let Some((n, Reverse(pair))) = queue.pop() else {
-            break;
-        };
-        // Entries are not updated in place: every change of a pair's count
-        // queues it again, so an entry whose count is no longer the pair's is
-        // stale and dropped.
-        if pair_counts.get(&pair).copied().unwrap_or(0) != n {
-            continue;
-        }
-        if n < min_count as i64 {
-            break;
-        }
-        let merged = format!(
-            "{}{}",
-            pieces.vocab[pair.0 as usize],
-            pieces.vocab[pair.1 as usize].trim_start_matches("##")
-        );
-        let merged = pieces.id(merged);
-        pair_counts.remove(&pair);
-        let mut changed: Vec<Pair> = Vec::new();
-        for w in words_with.remove(&pair).unwrap_or_default() {
-            let before = &symbols[w];
-            let mut after = Vec::with_capacity(before.len());
-            let mut i = 0;
-            while i < before.len() {
-                if i + 1 < before.len() && (before[i], before[i + 1]) == pair {
-                    after.push(merged);
-                    i += 2;
-                } else {
-                    after.push(before[i]);
-                    i += 1;
-                }
+
+    /// The pair seen most often now and its count; `None` once no pair is left.
+    fn most_frequent(&mut self) -> Option<(Pair, i64)> {
+        while let Some((n, std::cmp::Reverse(pair))) = self.queue.pop() {
+            // Entries are not updated in place: every change of a pair's count
+            // queues it again, so an entry whose count is no longer the pair's is
+            // stale and dropped.
+            if self.pair_counts.get(&pair).copied().unwrap_or(0) == n {
+                return Some((pair, n));
             }
+        }
+        None
+    }
+
+    /// Replaces `pair` by the piece `merged` in every word that holds it, and
+    /// queues again each pair whose count changed.
+    fn apply(&mut self, pair: Pair, merged: u32) {
+        self.pair_counts.remove(&pair);
+        let mut changed: Vec<Pair> = Vec::new();
+        for w in self.words_with.remove(&pair).unwrap_or_default() {
+            let before = &self.symbols[w];
+            let after = merge_pair(before, pair, merged);
             if after.len() == before.len() {
                 continue; // listed twice, merged already
             }
+            let count = self.counts[w];
             for p in before.windows(2).map(|p| (p[0], p[1])) {
                 if p != pair {
-                    *pair_counts.entry(p).or_default() -= counts[w];
+                    *self.pair_counts.entry(p).or_default() -= count;
                     changed.push(p);
                 }
             }
             for p in after.windows(2).map(|p| (p[0], p[1])) {
-                *pair_counts.entry(p).or_default() += counts[w];
-                words_with.entry(p).or_default().push(w);
+                *self.pair_counts.entry(p).or_default() += count;
+                self.words_with.entry(p).or_default().push(w);
                 changed.push(p);
             }
-            symbols[w] = after;
+            self.symbols[w] = after;
         }
         changed.sort_unstable();
         changed.dedup();
         for p in changed {
-            let n = pair_counts[&p];
+            let n = self.pair_counts[&p];
             if n > 0 {
-                queue.push((n, Reverse(p)));
+                self.queue.push((n, std::cmp::Reverse(p)));
             }
         }
     }
-    Ok(pieces.vocab)
+}
+
+/// `word` with each occurrence of `pair` (left to right, not overlapping)
+/// replaced by `merged`.
+fn merge_pair(word: &[u32], pair: Pair, merged: u32) -> Vec<u32> {
+    let mut after = Vec::with_capacity(word.len());
+    let mut i = 0;
+    while i < word.len() {
+        if i + 1 < word.len() && (word[i], word[i + 1]) == pair {
+            after.push(merged);
+            i += 2;
+        } else {
+            after.push(word[i]);
+            i += 1;
+        }
+    }
+    after
 }
 
 /// A vocabulary under construction: entries in order, and their ids.

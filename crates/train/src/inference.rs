@@ -3,7 +3,10 @@
 
 use burn::tensor::backend::Backend;
 use rayon::prelude::*;
+use zhbert_data::EncodedDataset;
 use zhbert_model::{BertConfig, BertForSequenceClassification, BertInput, ProblemType};
+
+use crate::metrics::EvalMetrics;
 use zhbert_tokenizer::{Batch, BertTokenizer, Encoded, Padding};
 
 /// How inference batches and truncates.
@@ -138,4 +141,35 @@ pub fn logits_of<B: Backend>(
         }
     }
     Ok(out)
+}
+
+/// Evaluates a model on an encoded dataset.
+pub fn evaluate<B: Backend>(
+    model: &BertForSequenceClassification<B>,
+    tokenizer: &BertTokenizer,
+    data: &EncodedDataset,
+    labels: &[String],
+    batch_size: usize,
+    device: &B::Device,
+) -> anyhow::Result<EvalMetrics> {
+    let logits = logits_of(model, tokenizer, &data.encoded, batch_size, device)?;
+    let mut loss = 0.0;
+    let mut predicted = Vec::with_capacity(logits.len());
+    for (row, &truth) in logits.iter().zip(&data.labels) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        loss += lse - row[truth] as f64;
+        predicted.push(argmax(row));
+    }
+    Ok(EvalMetrics::compute(
+        labels,
+        &data.labels,
+        &predicted,
+        loss / logits.len().max(1) as f64,
+    ))
 }

@@ -10,19 +10,33 @@
 //! ## Quick start
 //!
 //! ```no_run
-//! use burn::backend::Flex;
-//! use zhbert_model::{load_classifier, LoadOptions};
-//! use zhbert_tokenizer::BertTokenizer;
-//! use zhbert_train::{classify, InferenceOptions};
+//! use burn::backend::{Autodiff, Flex};
+//! use zhbert_train::{Classifier, FineTune, TrainConfig};
 //!
 //! let device = Default::default();
-//! let dir = std::path::Path::new("my-model");
-//! let tokenizer = BertTokenizer::from_dir(dir).unwrap();
-//! let (model, config, _) = load_classifier::<Flex>(dir, &LoadOptions::default(), &device).unwrap();
-//! let texts = vec![("质量很好".to_string(), None)];
-//! let preds = classify(&model, &tokenizer, &texts, &InferenceOptions::for_config(&config), &device).unwrap();
-//! println!("{}", config.labels()[preds[0].label]);
+//! let summary = FineTune::new("tiny-zh") // a local HF folder, a Hub id, or a preset
+//!     .train_file("train.csv") // CSV/TSV/JSONL/text<TAB>label; without dev/test, a stratified split
+//!     .dev_file("dev.csv")
+//!     .test_file("test.csv")
+//!     .config(TrainConfig { epochs: 1, max_length: 64, lr: 3e-4, ..Default::default() })
+//!     .output("out")
+//!     .fit::<Autodiff<Flex>>(&device)?;
+//! println!("{summary:?}");
+//! let classifier = Classifier::<Flex>::load("out", &device)?;
+//! for p in classifier.predict(&["质量很好", "太差了"])? {
+//!     println!("{} {}", p.label, p.score);
+//! }
+//! # anyhow::Ok(())
 //! ```
+//!
+//! `.config(c)` replaces the model's default settings (a preset's tuned ones,
+//! or [`TrainConfig::default`], HF's) with `c`; `.configure(|c| c.epochs = 1)`
+//! changes only what it sets, on top of them: that is what `zhbert train`
+//! does with its flags. Everything `zhbert train` does is a [`FineTune`] call:
+//! presets, masked-LM pretraining, distillation, streaming, resume, precision,
+//! data-parallel runs ([`FineTune::fit_data_parallel`]); [`Classifier`] is
+//! what `zhbert predict` and `zhbert eval` use. The loop itself is
+//! [`Trainer::fit`], reporting to a [`TrainObserver`].
 //!
 //! ## Feature flags
 //!
@@ -33,10 +47,14 @@
 //! | `wgpu` | | burn's wgpu backend (Vulkan, Metal, DirectX 12) |
 //! | `cuda` | | burn's CUDA backend |
 //! | `collective` | yes | data-parallel training over burn-collective ([`parallel`]): several devices, several machines |
+//! | `hub` | yes | model ids fetched from the Hugging Face Hub ([`hub`]) |
 //!
 //! Everything is generic over the backend; the backend features turn on burn's
 //! backend of that name (and zhbert-model's feature).
 
+pub mod classifier;
+pub mod fine_tune;
+pub mod hub;
 pub mod inference;
 pub mod metrics;
 pub mod optim;
@@ -47,16 +65,21 @@ pub mod pretrain;
 pub mod teacher;
 pub mod trainer;
 
+pub use classifier::{
+    ClassPrediction, Classifier, ClassifierOptions, EmptyTextError, MissingHeadError,
+};
+pub use fine_tune::{DataSource, FineTune};
 pub use inference::{classify, logits_of, InferenceOptions, Prediction};
-pub use metrics::{ClassMetrics, EvalMetrics};
+pub use metrics::{ClassMetrics, EvalMetrics, Metric};
 pub use optim::{AdamW, AdamWConfig, GradAccumulator, LossScaler, LrScheduler};
 pub use parallel::Replica;
 #[cfg(feature = "collective")]
 pub use parallel::{run_orchestrator, Nodes, Topology};
 pub use presets::{preset, presets, Preset, PresetVocab};
-pub use pretrain::{pretrain_mlm, PretrainConfig, PretrainSummary};
+pub use pretrain::{pretrain_mlm, PretrainConfig, PretrainSummary, SelfPretraining};
 pub use trainer::{
-    check_fresh_output, ensure_precision_supported, evaluate, list_checkpoints, train,
-    train_replica, ClassWeights, TrainConfig, TrainData, TrainSet, TrainSummary, TrainerState,
-    Warmup,
+    check_fresh_output, ensure_precision_supported, evaluate, list_checkpoints, request_stop,
+    stop_requested, train, train_replica, ClassWeights, ConfigError, EvalRecord, Reporter,
+    StepRecord, TrainConfig, TrainData, TrainError, TrainObserver, TrainPlan, TrainSet,
+    TrainSummary, Trainer, TrainerState, Warmup,
 };

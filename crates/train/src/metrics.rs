@@ -82,14 +82,13 @@ impl EvalMetrics {
         }
     }
 
-    /// The value of a metric by name: `accuracy`, `macro_f1`, `micro_f1` or `loss`.
-    pub fn get(&self, name: &str) -> Option<f64> {
-        match name {
-            "accuracy" => Some(self.accuracy),
-            "macro_f1" => Some(self.macro_f1),
-            "micro_f1" => Some(self.micro_f1),
-            "loss" => Some(self.loss),
-            _ => None,
+    /// The value of `metric`.
+    pub fn get(&self, metric: Metric) -> f64 {
+        match metric {
+            Metric::Accuracy => self.accuracy,
+            Metric::MacroF1 => self.macro_f1,
+            Metric::MicroF1 => self.micro_f1,
+            Metric::Loss => self.loss,
         }
     }
 
@@ -119,9 +118,74 @@ impl EvalMetrics {
     }
 }
 
-/// Whether a larger value of the metric is better (all but loss).
-pub fn higher_is_better(metric: &str) -> bool {
-    metric != "loss"
+/// The metric that chooses the best checkpoint (HF's `metric_for_best_model`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Fraction predicted right.
+    #[default]
+    Accuracy,
+    /// Unweighted mean of the per-class F1.
+    MacroF1,
+    /// F1 over all decisions pooled.
+    MicroF1,
+    /// Mean cross entropy (lower is better).
+    Loss,
+}
+
+impl Metric {
+    /// Every metric, in the order the error message lists them.
+    pub const ALL: [Self; 4] = [Self::Accuracy, Self::MacroF1, Self::MicroF1, Self::Loss];
+
+    /// The metric's name (`--metric`, TOML, serde, `eval.json`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Accuracy => "accuracy",
+            Self::MacroF1 => "macro_f1",
+            Self::MicroF1 => "micro_f1",
+            Self::Loss => "loss",
+        }
+    }
+
+    /// Whether a larger value is better (all but loss).
+    pub fn higher_is_better(self) -> bool {
+        self != Self::Loss
+    }
+
+    /// Whether `value` is better than `best`.
+    pub fn improves(self, value: f64, best: f64) -> bool {
+        if self.higher_is_better() {
+            value > best
+        } else {
+            value < best
+        }
+    }
+
+    /// Whether `value` has reached `target` (at least it, or at most it for loss).
+    pub fn reaches(self, value: f64, target: f64) -> bool {
+        if self.higher_is_better() {
+            value >= target
+        } else {
+            value <= target
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("metric {s:?}: accuracy, macro_f1, micro_f1 or loss"))
+    }
 }
 
 #[cfg(test)]
@@ -146,5 +210,15 @@ mod tests {
         let m = EvalMetrics::compute(&labels, &[0, 1, 2], &[0, 0, 0], 0.0);
         assert_eq!(m.per_class[1].precision, 0.0);
         assert!(m.macro_f1.is_finite());
+    }
+
+    #[test]
+    fn metrics_by_name() {
+        for m in Metric::ALL {
+            assert_eq!(m.name().parse::<Metric>(), Ok(m));
+        }
+        assert!("f1".parse::<Metric>().is_err());
+        assert!(Metric::Loss.improves(0.1, 0.2) && !Metric::Accuracy.improves(0.1, 0.2));
+        assert!(Metric::Loss.reaches(0.2, 0.2) && Metric::Accuracy.reaches(0.9, 0.8));
     }
 }

@@ -29,6 +29,7 @@ use burn::tensor::Tensor;
 use burn::tensor::TensorPrimitive;
 #[cfg(feature = "collective")]
 use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
+use zhbert_tokenizer::Batch;
 
 /// One replica's place in data-parallel training.
 #[derive(Debug, Clone)]
@@ -71,6 +72,24 @@ impl Replica {
     /// The rows of a batch of `n` this replica computes.
     pub(crate) fn rows(&self, n: usize) -> Range<usize> {
         n * self.rank / self.world..n * (self.rank + 1) / self.world
+    }
+
+    /// This replica's rows `rows` of `batch`, padded as the whole batch is (so
+    /// the padding, and the rounding, stays the whole batch's); `None` when
+    /// alone, as the share is then the batch itself.
+    pub(crate) fn share_of(&self, batch: &Batch, rows: Range<usize>) -> Option<Batch> {
+        if self.world == 1 {
+            return None;
+        }
+        let cells = rows.start * batch.seq_len..rows.end * batch.seq_len;
+        Some(Batch {
+            batch_size: rows.len(),
+            seq_len: batch.seq_len,
+            input_ids: batch.input_ids[cells.clone()].to_vec(),
+            token_type_ids: batch.token_type_ids[cells.clone()].to_vec(),
+            attention_mask: batch.attention_mask[cells].to_vec(),
+            truncated_tokens: batch.truncated_tokens[rows].to_vec(),
+        })
     }
 
     /// Registers with the other replicas (blocks until all have).

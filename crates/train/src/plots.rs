@@ -7,8 +7,13 @@ use plotters::prelude::*;
 
 use crate::metrics::EvalMetrics;
 
-/// Reads `metrics.jsonl` and writes `loss.svg`, `metrics.svg` and `confusion.svg`.
-pub fn write_plots(out: &Path, labels: &[String], final_eval: Option<&EvalMetrics>) -> Result<()> {
+/// Reads `metrics.jsonl` and writes `loss.svg`, `metrics.svg` and `confusion.svg`
+/// (of `final_eval`: the split's name and its metrics).
+pub fn write_plots(
+    out: &Path,
+    labels: &[String],
+    final_eval: Option<(&str, &EvalMetrics)>,
+) -> Result<()> {
     let text = std::fs::read_to_string(out.join("metrics.jsonl"))?;
     let mut loss = Vec::new();
     let mut dev_loss = Vec::new();
@@ -40,8 +45,8 @@ pub fn write_plots(out: &Path, labels: &[String], final_eval: Option<&EvalMetric
             &[("accuracy", &acc, BLUE), ("macro F1", &f1, GREEN)],
         )?;
     }
-    if let Some(m) = final_eval {
-        confusion(&out.join("confusion.svg"), labels, &m.confusion)?;
+    if let Some((split, m)) = final_eval {
+        confusion(&out.join("confusion.svg"), split, labels, &m.confusion)?;
     }
     Ok(())
 }
@@ -95,7 +100,7 @@ fn line_chart(
     Ok(())
 }
 
-fn confusion(path: &Path, labels: &[String], matrix: &[Vec<usize>]) -> Result<()> {
+fn confusion(path: &Path, split: &str, labels: &[String], matrix: &[Vec<usize>]) -> Result<()> {
     let k = labels.len().max(1);
     let cell = 90i32;
     let (left, top) = (140i32, 60i32);
@@ -108,7 +113,7 @@ fn confusion(path: &Path, labels: &[String], matrix: &[Vec<usize>]) -> Result<()
     let max = matrix.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
     let style = ("sans-serif", 16).into_font();
     root.draw(&Text::new(
-        "confusion matrix (rows: true, columns: predicted)",
+        format!("confusion matrix on {split} (rows: true, columns: predicted)"),
         (10, 15),
         style.clone(),
     ))?;

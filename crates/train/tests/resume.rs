@@ -144,7 +144,10 @@ fn resumed_run_ends_bit_identical_to_uninterrupted_run() {
     let full = tempfile::tempdir().unwrap();
     run(full.path(), false, 1);
     let err = refusal(&TrainConfig::default(), full.path());
-    assert!(err.contains("--resume"), "{err}");
+    assert!(
+        err.contains("already holds checkpoints: resume that run"),
+        "{err}"
+    );
 }
 
 /// Resuming with another vocabulary of the same size (what a preset rebuilt

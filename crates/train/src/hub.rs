@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 /// Files of a BERT model folder worth fetching; the weights are tried in order.
+#[cfg_attr(not(feature = "hub"), allow(dead_code))]
 const TOKENIZER_FILES: [&str; 4] = [
     "tokenizer.json",
     "vocab.txt",
     "tokenizer_config.json",
     "special_tokens_map.json",
 ];
+#[cfg_attr(not(feature = "hub"), allow(dead_code))]
 const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 
 /// A local folder as it is; otherwise a Hub model id (`bert-base-chinese`,
@@ -45,6 +47,12 @@ pub fn resolve_model(arg: &str) -> anyhow::Result<PathBuf> {
     })
 }
 
+#[cfg(not(feature = "hub"))]
+fn download(id: &str) -> anyhow::Result<PathBuf> {
+    bail!("{id}: this build has no Hugging Face Hub support (feature `hub`)")
+}
+
+#[cfg(feature = "hub")]
 fn download(id: &str) -> anyhow::Result<PathBuf> {
     let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1");
     let api = hf_hub::api::sync::ApiBuilder::from_env()

@@ -1,0 +1,107 @@
+//! `zhbert eval`: a thin layer over [`zhbert_train::Classifier::evaluate`].
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::tensor::backend::Backend;
+use zhbert_data::{read_dataset, BadRows, Columns, ReadOptions};
+use zhbert_train::{Classifier, ClassifierOptions};
+
+use crate::{with_backend, BackendArgs};
+
+/// `zhbert eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Model folder (a trained classifier).
+    #[arg(long)]
+    model: String,
+    /// Labelled data (CSV/TSV/JSONL/.txt).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where to write the metrics as JSON (default: eval-<data name>.json in the model folder).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    #[arg(long)]
+    text_pair_column: Option<String>,
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Longest input in tokens (default: the model's limit, at most 512).
+    #[arg(long)]
+    max_length: Option<usize>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let kind = args.backend.kind()?;
+    with_backend!(kind, args.backend.device, |B, device| eval_on::<B>(
+        &args, &device
+    ))
+}
+
+fn eval_on<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
+    let options = ClassifierOptions {
+        allow_fresh_head: false,
+        batch_size: args.batch_size,
+        max_length: None,
+        pad_to_multiple_of: args.backend.pad_to_multiple_of,
+    };
+    let mut classifier =
+        Classifier::<B>::load_with(&args.model, &options, device).map_err(|e| {
+            crate::predict::with_flag_for_fresh_head(
+                e,
+                "fine-tune it first (zhbert train): eval measures a trained head",
+            )
+        })?;
+    if let Some(n) = args.max_length {
+        let limit = classifier.config().max_position_embeddings;
+        classifier = classifier.with_max_length(n).map_err(|_| {
+            anyhow::anyhow!(
+                "--max-length {n}: must be between 3 and the model's max_position_embeddings ({limit})"
+            )
+        })?;
+    }
+    let read_options = ReadOptions {
+        format: None,
+        columns: Columns {
+            text: args.text_column.clone(),
+            text_pair: args.text_pair_column.clone(),
+            label: args.label_column.clone(),
+        },
+        bad_rows: BadRows::Fail,
+        known_labels: Some(classifier.labels().to_vec()),
+    };
+    let (data, report) = read_dataset(&args.data, &read_options)?;
+    tracing::info!("{report}");
+    let m = classifier.evaluate(&data)?;
+    println!("{}: {} examples", args.data.display(), m.examples);
+    println!(
+        "loss {:.4} accuracy {:.4} macro F1 {:.4} micro F1 {:.4}",
+        m.loss, m.accuracy, m.macro_f1, m.micro_f1
+    );
+    for c in &m.per_class {
+        println!(
+            "  {:>12}  precision {:.4} recall {:.4} F1 {:.4} support {}",
+            c.label, c.precision, c.recall, c.f1, c.support
+        );
+    }
+    print!("{}", m.confusion_table());
+    let out = args.output.clone().unwrap_or_else(|| {
+        let stem = args
+            .data
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("data");
+        classifier
+            .model_dir()
+            .expect("a loaded classifier has a folder")
+            .join(format!("eval-{stem}.json"))
+    });
+    zhbert_model::write_atomic(&out, serde_json::to_string_pretty(&m)?.as_bytes())?;
+    println!("metrics written to {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,438 @@
+//! [`TrainConfig`]: every setting of a fine-tuning run, typed, with its
+//! defaults (HF `TrainingArguments`' where HF has the setting) and its checks.
+
+use serde::{Deserialize, Serialize};
+use zhbert_model::Precision;
+
+use crate::metrics::Metric;
+use crate::optim::{AdamWConfig, LossScaler, LrScheduler};
+
+/// A setting outside the values it can take: which setting, the value, and
+/// what it must be. The CLI words it with its flag (`lr` → `--lr`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{option} {value}: {expected}")]
+pub struct ConfigError {
+    /// The setting's name, as in [`TrainConfig`] and TOML (`lr`, `warmup`).
+    pub option: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What it must be.
+    pub expected: &'static str,
+}
+
+impl ConfigError {
+    fn new(option: &'static str, value: impl std::fmt::Display, expected: &'static str) -> Self {
+        Self {
+            option,
+            value: value.to_string(),
+            expected,
+        }
+    }
+}
+
+/// Warmup of the learning rate: a number of optimizer steps or a fraction of all.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Warmup {
+    /// Optimizer steps.
+    Steps(usize),
+    /// Fraction of the total optimizer steps.
+    Ratio(f64),
+}
+
+impl Warmup {
+    /// The warmup steps of a run of `total` optimizer steps.
+    pub(crate) fn steps(self, total: usize) -> usize {
+        match self {
+            Self::Steps(n) => n,
+            Self::Ratio(r) => (r * total as f64).ceil() as usize,
+        }
+    }
+}
+
+impl std::str::FromStr for Warmup {
+    type Err = ConfigError;
+
+    /// `500` is steps, `0.1` a ratio.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        if let Ok(n) = s.parse::<usize>() {
+            return Ok(Self::Steps(n));
+        }
+        match s.parse::<f64>() {
+            Ok(r) if (0.0..1.0).contains(&r) => Ok(Self::Ratio(r)),
+            _ => Err(ConfigError::new(
+                "warmup",
+                format!("{s:?}"),
+                "a step count (500) or a ratio in [0, 1) (0.1)",
+            )),
+        }
+    }
+}
+
+/// Per-class loss weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "ClassWeightsText", try_from = "ClassWeightsText")]
+pub enum ClassWeights {
+    /// n / (k · count) per class: scikit-learn's `class_weight="balanced"`
+    /// (written `auto`).
+    Balanced,
+    /// One weight per label, in label order.
+    List(Vec<f32>),
+}
+
+/// How [`ClassWeights`] is written in TOML and checkpoints: `"auto"` or a list.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum ClassWeightsText {
+    Name(String),
+    List(Vec<f32>),
+}
+
+impl From<ClassWeights> for ClassWeightsText {
+    fn from(w: ClassWeights) -> Self {
+        match w {
+            ClassWeights::Balanced => Self::Name("auto".into()),
+            ClassWeights::List(v) => Self::List(v),
+        }
+    }
+}
+
+impl TryFrom<ClassWeightsText> for ClassWeights {
+    type Error = ConfigError;
+
+    fn try_from(t: ClassWeightsText) -> Result<Self, ConfigError> {
+        match t {
+            ClassWeightsText::Name(s) => s.parse(),
+            ClassWeightsText::List(v) => Ok(Self::List(v)),
+        }
+    }
+}
+
+impl std::str::FromStr for ClassWeights {
+    type Err = ConfigError;
+
+    /// `auto` or comma-separated numbers in label order (`1,2.5`).
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        if s == "auto" {
+            return Ok(Self::Balanced);
+        }
+        s.split(',')
+            .map(|x| x.trim().parse::<f32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self::List)
+            .map_err(|_| {
+                ConfigError::new(
+                    "class_weights",
+                    format!("{s:?}"),
+                    "auto or numbers like 1,2.5",
+                )
+            })
+    }
+}
+
+/// Everything a training run is configured by; readable from TOML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (overrides `epochs` when smaller).
+    pub max_steps: Option<usize>,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Longest input in tokens; longer texts are truncated.
+    pub max_length: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay (not on biases and LayerNorm weights).
+    pub weight_decay: f64,
+    /// AdamW's `beta1` (HF's `adam_beta1`).
+    pub adam_beta1: f64,
+    /// AdamW's `beta2` (HF's `adam_beta2`).
+    pub adam_beta2: f64,
+    /// AdamW's `eps` (HF's `adam_epsilon`).
+    pub adam_epsilon: f64,
+    /// Warmup steps or ratio.
+    pub warmup: Warmup,
+    /// How the learning rate moves after warmup (HF's `lr_scheduler_type`).
+    pub lr_scheduler: LrScheduler,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Clip the global gradient norm to this (`None`: no clipping).
+    pub max_grad_norm: Option<f64>,
+    /// Seed of data order, dropout and fresh weights.
+    pub seed: u64,
+    /// Evaluate every N optimizer steps (`None`: at the end of each epoch).
+    pub eval_every: Option<usize>,
+    /// Checkpoint every N optimizer steps (`None`: at each evaluation).
+    pub save_every: Option<usize>,
+    /// Checkpoints kept besides the best.
+    pub keep_checkpoints: usize,
+    /// Stop after this many evaluations without improvement.
+    pub patience: Option<usize>,
+    /// Stop once the dev `metric` reaches this value (at most it, for loss):
+    /// time-to-accuracy runs.
+    pub stop_at: Option<f64>,
+    /// Metric that chooses the best checkpoint.
+    pub metric: Metric,
+    /// Class weights of the loss.
+    pub class_weights: Option<ClassWeights>,
+    /// Label smoothing of the loss.
+    pub label_smoothing: f32,
+    /// Batch texts of similar length together (HF `group_by_length`).
+    pub group_by_length: bool,
+    /// Log every N optimizer steps when not on a terminal.
+    pub log_every: usize,
+    /// The float type of matmuls and attention (fp32 master weights and
+    /// optimizer state whatever it is); f16 scales the loss dynamically.
+    pub precision: Precision,
+    /// f16's first loss scale (`None`: [`LossScaler::INIT`], 2^16).
+    pub initial_loss_scale: Option<f64>,
+    /// Weight of distillation from a character n-gram teacher
+    /// ([`crate::teacher`]): the loss is `(1 - distill) · CE(labels) +
+    /// distill · CE(teacher's probabilities)`, the teacher's probabilities being
+    /// [`crate::TrainData::soft_targets`]. 0: labels only.
+    pub distill: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 3,
+            max_steps: None,
+            batch_size: 32,
+            max_length: 128,
+            lr: 5e-5,
+            weight_decay: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
+            warmup: Warmup::Steps(0),
+            lr_scheduler: LrScheduler::Linear,
+            grad_accum: 1,
+            max_grad_norm: Some(1.0),
+            seed: 42,
+            eval_every: None,
+            save_every: None,
+            keep_checkpoints: 2,
+            patience: None,
+            stop_at: None,
+            metric: Metric::Accuracy,
+            class_weights: None,
+            label_smoothing: 0.0,
+            group_by_length: false,
+            log_every: 50,
+            precision: Precision::Fp32,
+            initial_loss_scale: None,
+            distill: 0.0,
+        }
+    }
+}
+
+/// `Err` unless `ok`.
+fn check(
+    ok: bool,
+    option: &'static str,
+    value: impl std::fmt::Display,
+    expected: &'static str,
+) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(option, value, expected))
+    }
+}
+
+impl TrainConfig {
+    /// Checks every value that would otherwise fail deep in the loop, or train
+    /// to nothing (a negative or infinite learning rate, say).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const AT_LEAST_1: &str = "must be at least 1";
+        check(self.epochs >= 1, "epochs", self.epochs, AT_LEAST_1)?;
+        check(
+            self.batch_size >= 1,
+            "batch_size",
+            self.batch_size,
+            AT_LEAST_1,
+        )?;
+        check(
+            self.grad_accum >= 1,
+            "grad_accum",
+            self.grad_accum,
+            AT_LEAST_1,
+        )?;
+        check(self.max_steps != Some(0), "max_steps", 0, AT_LEAST_1)?;
+        for (name, every) in [
+            ("eval_every", self.eval_every),
+            ("save_every", self.save_every),
+        ] {
+            check(every != Some(0), name, 0, AT_LEAST_1)?;
+        }
+        check(
+            self.max_length >= 3,
+            "max_length",
+            self.max_length,
+            "must be at least 3 ([CLS], a token, [SEP])",
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.lr),
+            "lr",
+            self.lr,
+            "a learning rate in [0, 1]",
+        )?;
+        check(
+            self.weight_decay.is_finite() && (0.0..=1.0).contains(&self.weight_decay),
+            "weight_decay",
+            self.weight_decay,
+            "in [0, 1]",
+        )?;
+        check(
+            (0.0..1.0).contains(&self.adam_beta1),
+            "adam_beta1",
+            self.adam_beta1,
+            "in [0, 1)",
+        )?;
+        check(
+            (0.0..1.0).contains(&self.adam_beta2),
+            "adam_beta2",
+            self.adam_beta2,
+            "in [0, 1)",
+        )?;
+        check(
+            self.adam_epsilon.is_finite() && self.adam_epsilon >= 0.0,
+            "adam_epsilon",
+            self.adam_epsilon,
+            "a number of at least 0",
+        )?;
+        if let Warmup::Ratio(r) = self.warmup {
+            check((0.0..1.0).contains(&r), "warmup", r, "a ratio in [0, 1)")?;
+        }
+        if let Some(n) = self.max_grad_norm {
+            check(
+                n.is_finite() && n > 0.0,
+                "max_grad_norm",
+                n,
+                "a positive number",
+            )?;
+        }
+        check(
+            (0.0..=1.0).contains(&self.distill),
+            "distill",
+            self.distill,
+            "between 0 and 1",
+        )?;
+        if let Some(scale) = self.initial_loss_scale {
+            check(
+                scale.is_finite() && scale > 0.0,
+                "initial_loss_scale",
+                scale,
+                "a positive number",
+            )?;
+        }
+        if let Some(ClassWeights::List(w)) = &self.class_weights {
+            check(
+                w.iter().all(|x| x.is_finite() && *x >= 0.0),
+                "class_weights",
+                format!("{w:?}"),
+                "numbers of at least 0",
+            )?;
+        }
+        if let Some(t) = self.stop_at {
+            check(t.is_finite(), "stop_at", t, "a finite number")?;
+        }
+        check(
+            (0.0..1.0).contains(&self.label_smoothing),
+            "label_smoothing",
+            self.label_smoothing,
+            "in [0, 1)",
+        )
+    }
+
+    /// The optimizer these settings train with: AdamW at the peak `lr`.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            lr: self.lr,
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            eps: self.adam_epsilon,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// f16's loss scaler, starting at `initial_loss_scale`; `None` for other precisions.
+    pub(crate) fn new_loss_scaler(&self) -> Option<LossScaler> {
+        (self.precision == Precision::F16)
+            .then(|| LossScaler::new(self.initial_loss_scale.unwrap_or(LossScaler::INIT)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_values_are_refused_by_name() {
+        let bad = [
+            TrainConfig {
+                lr: -1.0,
+                ..Default::default()
+            },
+            TrainConfig {
+                lr: 1e9,
+                ..Default::default()
+            },
+            TrainConfig {
+                lr: f64::NAN,
+                ..Default::default()
+            },
+            TrainConfig {
+                weight_decay: -3.0,
+                ..Default::default()
+            },
+            TrainConfig {
+                epochs: 0,
+                ..Default::default()
+            },
+            TrainConfig {
+                max_grad_norm: Some(-1.0),
+                ..Default::default()
+            },
+            TrainConfig {
+                adam_beta2: 1.0,
+                ..Default::default()
+            },
+        ];
+        let names = [
+            "lr",
+            "lr",
+            "lr",
+            "weight_decay",
+            "epochs",
+            "max_grad_norm",
+            "adam_beta2",
+        ];
+        for (c, name) in bad.iter().zip(names) {
+            assert_eq!(c.validate().unwrap_err().option, name, "{c:?}");
+        }
+        TrainConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn class_weights_and_warmup_read_as_written() {
+        assert_eq!("auto".parse::<ClassWeights>(), Ok(ClassWeights::Balanced));
+        assert_eq!(
+            "1, 2.5".parse::<ClassWeights>(),
+            Ok(ClassWeights::List(vec![1.0, 2.5]))
+        );
+        assert!("balanced".parse::<ClassWeights>().is_err());
+        let json = serde_json::to_string(&ClassWeights::Balanced).unwrap();
+        assert_eq!(json, "\"auto\"");
+        assert_eq!(
+            serde_json::from_str::<ClassWeights>(&json).unwrap(),
+            ClassWeights::Balanced
+        );
+        assert_eq!("500".parse::<Warmup>(), Ok(Warmup::Steps(500)));
+        assert_eq!("0.1".parse::<Warmup>(), Ok(Warmup::Ratio(0.1)));
+        assert_eq!("1.5".parse::<Warmup>().unwrap_err().option, "warmup");
+    }
+}

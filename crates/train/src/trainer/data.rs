@@ -1,0 +1,192 @@
+//! The data of a run: the training set (in memory or streamed), dev and test
+//! sets, and the teacher's probabilities for distillation.
+
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use zhbert_data::{
+    epoch_batches, stream_batches, EncodedDataset, StreamOptions, StreamedBatch, StreamingDataset,
+};
+use zhbert_tokenizer::{Batch, BertTokenizer};
+
+use super::config::{ClassWeights, TrainConfig};
+
+/// The training examples of a run: in memory, or read from disk every epoch.
+pub enum TrainSet {
+    /// Tokenized up front and held in memory; batches may be length-grouped.
+    Encoded(EncodedDataset),
+    /// Read again from its file on every epoch, shuffled through a bounded
+    /// buffer and tokenized in a background thread ahead of the loop: for
+    /// files larger than memory.
+    Streaming {
+        /// The scanned file.
+        data: Arc<StreamingDataset>,
+        /// Examples held for shuffling.
+        shuffle_buffer: usize,
+        /// Longest input in tokens.
+        max_length: usize,
+    },
+}
+
+impl From<EncodedDataset> for TrainSet {
+    fn from(data: EncodedDataset) -> Self {
+        Self::Encoded(data)
+    }
+}
+
+/// One batch of training: the padded inputs, their label ids, and (in
+/// memory) which training examples they are.
+pub(crate) struct TrainBatch {
+    pub(crate) batch: Batch,
+    pub(crate) labels: Vec<usize>,
+    pub(crate) examples: Option<Vec<usize>>,
+}
+
+/// One epoch's batches, in order.
+pub(crate) enum EpochBatches<'a> {
+    Encoded(&'a EncodedDataset, std::vec::IntoIter<Vec<usize>>),
+    Streaming(Receiver<StreamedBatch>),
+}
+
+impl TrainSet {
+    /// Training examples.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Encoded(d) => d.labels.len(),
+            Self::Streaming { data, .. } => data.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Examples per label id.
+    pub(crate) fn class_counts(&self, k: usize) -> Vec<usize> {
+        match self {
+            Self::Encoded(d) => {
+                let mut counts = vec![0usize; k];
+                for &l in &d.labels {
+                    counts[l] += 1;
+                }
+                counts
+            }
+            Self::Streaming { data, .. } => data.class_counts.clone(),
+        }
+    }
+
+    /// The batches of one epoch from batch `skip` on; `seed` orders them.
+    pub(crate) fn epoch(
+        &self,
+        tokenizer: &BertTokenizer,
+        config: &TrainConfig,
+        seed: u64,
+        skip: usize,
+    ) -> EpochBatches<'_> {
+        match self {
+            Self::Encoded(d) => {
+                let mut batches = epoch_batches(
+                    &d.lengths(),
+                    config.batch_size,
+                    Some(seed),
+                    config.group_by_length,
+                );
+                batches.drain(..skip.min(batches.len()));
+                EpochBatches::Encoded(d, batches.into_iter())
+            }
+            Self::Streaming {
+                data,
+                shuffle_buffer,
+                max_length,
+            } => EpochBatches::Streaming(stream_batches(
+                data.clone(),
+                tokenizer.clone(),
+                StreamOptions {
+                    batch_size: config.batch_size,
+                    max_length: *max_length,
+                    shuffle_buffer: *shuffle_buffer,
+                    seed,
+                    skip_batches: skip,
+                    prefetch: 4,
+                },
+            )),
+        }
+    }
+}
+
+impl EpochBatches<'_> {
+    /// The next padded batch.
+    pub(crate) fn next(&mut self, tokenizer: &BertTokenizer) -> Result<TrainBatch> {
+        match self {
+            Self::Encoded(d, batches) => {
+                let indices = batches.next().context("epoch ended early")?;
+                let (batch, labels) = d.batch(tokenizer, &indices)?;
+                Ok(TrainBatch {
+                    batch,
+                    labels,
+                    examples: Some(indices),
+                })
+            }
+            Self::Streaming(rx) => {
+                let (batch, labels) = rx.recv().context(
+                    "the training file ended before the epoch (changed while training?)",
+                )??;
+                Ok(TrainBatch {
+                    batch,
+                    labels,
+                    examples: None,
+                })
+            }
+        }
+    }
+}
+
+/// The data of a run, already tokenized (dev and test) or streamed (train).
+pub struct TrainData {
+    /// Training set.
+    pub train: TrainSet,
+    /// Development set, for evaluation and early stopping.
+    pub dev: Option<EncodedDataset>,
+    /// Test set, evaluated once at the end.
+    pub test: Option<EncodedDataset>,
+    /// Label names.
+    pub labels: Vec<String>,
+    /// Per training example, the class probabilities to distil
+    /// ([`crate::teacher::distillation_targets`]); needed when
+    /// [`TrainConfig::distill`] is above 0.
+    pub soft_targets: Option<Vec<Vec<f32>>>,
+}
+
+pub(crate) fn class_weight_values(
+    config: &TrainConfig,
+    train: &TrainSet,
+    k: usize,
+) -> Result<Option<Vec<f32>>> {
+    Ok(match &config.class_weights {
+        None => None,
+        Some(ClassWeights::List(w)) => {
+            if w.len() != k {
+                bail!("{} class weights for {k} labels", w.len());
+            }
+            Some(w.clone())
+        }
+        Some(ClassWeights::Balanced) => {
+            let counts = train.class_counts(k);
+            let n = train.len() as f32;
+            Some(
+                counts
+                    .iter()
+                    .map(|&c| {
+                        if c == 0 {
+                            0.0
+                        } else {
+                            n / (k as f32 * c as f32)
+                        }
+                    })
+                    .collect(),
+            )
+        }
+    })
+}
