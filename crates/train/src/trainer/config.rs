@@ -315,6 +315,12 @@ impl TrainConfig {
                 "a positive number",
             )?;
         }
+        self.validate_loss()
+    }
+
+    /// The checks of the loss's settings: distillation, f16 scaling, class
+    /// weights, the stopping target, label smoothing.
+    fn validate_loss(&self) -> Result<(), ConfigError> {
         check(
             (0.0..=1.0).contains(&self.distill),
             "distill",
