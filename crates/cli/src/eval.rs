@@ -58,12 +58,7 @@ fn eval_on<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
             )
         })?;
     if let Some(n) = args.max_length {
-        let limit = classifier.config().max_position_embeddings;
-        classifier = classifier.with_max_length(n).map_err(|_| {
-            anyhow::anyhow!(
-                "--max-length {n}: must be between 3 and the model's max_position_embeddings ({limit})"
-            )
-        })?;
+        classifier = crate::predict::with_max_length_flag(classifier, n)?;
     }
     let read_options = ReadOptions {
         format: None,

@@ -91,12 +91,7 @@ fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result
             with_flag_for_fresh_head(e, "fine-tune it first (zhbert train), or pass --allow-fresh-head to predict with a random head")
         })?;
     if let Some(n) = args.max_length {
-        let limit = classifier.config().max_position_embeddings;
-        classifier = classifier.with_max_length(n).map_err(|_| {
-            anyhow::anyhow!(
-                "--max-length {n}: must be between 3 and the model's max_position_embeddings ({limit})"
-            )
-        })?;
+        classifier = with_max_length_flag(classifier, n)?;
     }
     let texts = match &args.input {
         Some(input) => {
@@ -209,4 +204,18 @@ fn at_least_one(text: &str) -> Result<usize, String> {
         Ok(k) => Ok(k),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// `--max-length N` on a classifier, refused in the flag's words when the
+/// model cannot take it.
+pub(crate) fn with_max_length_flag<B: burn::tensor::backend::Backend>(
+    classifier: zhbert_train::Classifier<B>,
+    n: usize,
+) -> anyhow::Result<zhbert_train::Classifier<B>> {
+    let limit = classifier.config().max_position_embeddings;
+    classifier.with_max_length(n).map_err(|_| {
+        anyhow::anyhow!(
+            "--max-length {n}: must be between 3 and the model's max_position_embeddings ({limit})"
+        )
+    })
 }
