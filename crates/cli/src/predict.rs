@@ -7,7 +7,8 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 use zhbert_data::{read_texts, TextFormat};
-use zhbert_train::{Classifier, ClassifierOptions, MissingHeadError};
+use zhbert_model::ModelError;
+use zhbert_train::{Classifier, ClassifierOptions, EmptyTextError};
 
 use crate::{with_backend, BackendArgs};
 
@@ -93,28 +94,32 @@ fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result
     if let Some(n) = args.max_length {
         classifier = with_max_length_flag(classifier, n)?;
     }
-    let texts = match &args.input {
-        Some(input) => {
-            let format = match args.format {
-                Some(FormatArg::Lines) => TextFormat::Lines,
-                Some(FormatArg::Csv) => TextFormat::Csv,
-                Some(FormatArg::Tsv) => TextFormat::Tsv,
-                Some(FormatArg::Jsonl) => TextFormat::Jsonl,
-                None => TextFormat::from_path(input),
-            };
-            let texts = read_texts(input, format, &args.text_column)?;
-            refuse_blank(&texts, |i| {
-                where_in_file(input, format, &args.text_column, i)
-            })?;
-            texts
-        }
-        None => {
-            refuse_blank(&args.text, |i| format!("--text number {}", i + 1))?;
-            args.text.clone()
-        }
+    let format = args.input.as_ref().map(|input| match args.format {
+        Some(FormatArg::Lines) => TextFormat::Lines,
+        Some(FormatArg::Csv) => TextFormat::Csv,
+        Some(FormatArg::Tsv) => TextFormat::Tsv,
+        Some(FormatArg::Jsonl) => TextFormat::Jsonl,
+        None => TextFormat::from_path(input),
+    });
+    let texts = match (&args.input, format) {
+        (Some(input), Some(format)) => read_texts(input, format, &args.text_column)?,
+        _ => args.text.clone(),
+    };
+    // Where the library's blank-text error points, in the user's terms.
+    let describe = |index: usize| match (&args.input, format) {
+        (Some(input), Some(format)) => where_in_file(input, format, &args.text_column, index),
+        _ => format!("--text number {}", index + 1),
     };
     let start = std::time::Instant::now();
-    let predictions = classifier.predict(&texts)?;
+    let predictions = classifier.predict(&texts).map_err(|e| {
+        match e.downcast_ref::<EmptyTextError>() {
+            Some(blank) => anyhow::anyhow!(
+                "{}: the text is empty or only whitespace; there is nothing to classify (remove it from the input)",
+                describe(blank.index)
+            ),
+            None => e,
+        }
+    })?;
     let truncated = predictions.iter().filter(|p| p.is_truncated()).count();
     tracing::info!(
         "{} texts in {:.2}s ({:.1} texts/s){}",
@@ -159,26 +164,12 @@ fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result
 /// A checkpoint without a trained head: the library's message with the CLI's
 /// way out (`way_out`) instead of the library option's; other errors as they are.
 pub(crate) fn with_flag_for_fresh_head(e: anyhow::Error, way_out: &str) -> anyhow::Error {
-    match e.downcast_ref::<MissingHeadError>() {
-        Some(m) => anyhow::anyhow!(
-            "{}: a checkpoint without a trained classification head ({}); {way_out}",
-            m.path.display(),
-            m.reason
+    match e.downcast_ref::<ModelError>() {
+        Some(ModelError::MissingHead { path, reason }) => anyhow::anyhow!(
+            "{}: a checkpoint without a trained classification head ({reason}); {way_out}",
+            path.display()
         ),
-        None => e,
-    }
-}
-
-/// Fails on the first text that is empty or only whitespace, naming where it
-/// came from (`describe` gets its index): classifying nothing gives a
-/// confident-looking but meaningless prediction.
-fn refuse_blank(texts: &[String], describe: impl Fn(usize) -> String) -> anyhow::Result<()> {
-    match texts.iter().position(|t| t.trim().is_empty()) {
-        Some(i) => anyhow::bail!(
-            "{}: the text is empty or only whitespace; there is nothing to classify (remove it from the input)",
-            describe(i)
-        ),
-        None => Ok(()),
+        _ => e,
     }
 }
 

@@ -399,11 +399,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         run_data_parallel(&args, &job)?
     } else {
         let kind = args.backend.kind()?;
-        with_backend!(kind, args.backend.device, |B, device| job
+        Some(with_backend!(kind, args.backend.device, |B, device| job
             .fit::<Autodiff<B>>(&device)
-            .map_err(in_flag_words))?
+            .map_err(in_flag_words))?)
     };
-    print_summary(&summary, args.output.as_deref().unwrap_or(Path::new(".")));
+    // Only the process that wrote the output folder reports it.
+    if let Some(summary) = summary {
+        print_summary(&summary, args.output.as_deref().unwrap_or(Path::new(".")));
+    }
     Ok(())
 }
 
@@ -464,7 +467,7 @@ fn print_summary(summary: &TrainSummary, output: &Path) {
 /// `--devices` and `--nodes`: one replica per device, each in its own thread
 /// with its own copy of the data and model; replica 0 logs and writes.
 #[cfg(feature = "collective")]
-fn run_data_parallel(args: &TrainArgs, job: &FineTune) -> Result<TrainSummary> {
+fn run_data_parallel(args: &TrainArgs, job: &FineTune) -> Result<Option<TrainSummary>> {
     let (kind, devices) = match &args.devices {
         Some(list) => parse_devices(list, args.backend.backend)?,
         None => (args.backend.kind()?, vec![args.backend.device]),
@@ -489,7 +492,7 @@ fn run_data_parallel(args: &TrainArgs, job: &FineTune) -> Result<TrainSummary> {
 }
 
 #[cfg(not(feature = "collective"))]
-fn run_data_parallel(_args: &TrainArgs, _job: &FineTune) -> Result<TrainSummary> {
+fn run_data_parallel(_args: &TrainArgs, _job: &FineTune) -> Result<Option<TrainSummary>> {
     bail!("--devices and --nodes need zhbert built with the `collective` feature")
 }
 

@@ -132,8 +132,54 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     let out = tmp.path().join("out.jsonl");
     let o = out.to_str().unwrap();
     let trained = tmp.path().join("trained");
+    let t = trained.to_str().unwrap();
+    let blank_line = tmp.path().join("blank.txt");
+    std::fs::write(&blank_line, "好\n  \n差\n").unwrap();
+    let two_labels = tmp.path().join("two.tsv");
+    std::fs::write(&two_labels, "text\tlabel\n好\tpos\n差\tneg\n").unwrap();
+    let two = two_labels.to_str().unwrap();
+    let train = |extra: &[&'static str]| {
+        let mut args = vec!["train", "--train", two, "--model", m, "--output", t];
+        args.extend(extra);
+        args
+    };
     let base = minilm_dir();
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let cases: Vec<(Vec<&str>, &str)> =
+        vec![
+        (
+            vec![
+                "predict",
+                "--model",
+                m,
+                "--input",
+                blank_line.to_str().unwrap(),
+                "--output",
+                o,
+            ],
+            "blank.txt:2: the text is empty or only whitespace",
+        ),
+        (
+            vec!["predict", "--model", m, "--text", "好", "--text", ""],
+            "--text number 2: the text is empty or only whitespace",
+        ),
+        (
+            train(&["--split", "0.9"]),
+            "split fractions dev 0.9 + test 0.9 leave no training set",
+        ),
+        (train(&["--lr", "-1"]), "--lr -1: a learning rate in [0, 1]"),
+        (train(&["--learning-rate=1e9"]), "--lr 1000000000: a learning rate in [0, 1]"),
+        (
+            train(&["--weight-decay", "-3"]),
+            "--weight-decay -3: in [0, 1]",
+        ),
+        (
+            train(&["--lr", "nan"]),
+            "--lr NaN: a learning rate in [0, 1]",
+        ),
+        (
+            vec!["train", "--train", tmp.path().to_str().unwrap(), "--model", m, "--output", t],
+            "is a folder; give a data file",
+        ),
         (
             vec![
                 "predict",
@@ -258,20 +304,9 @@ fn convert_pytorch_bin_gives_the_same_tensors_as_safetensors() {
         "--to",
         dst.to_str().unwrap(),
     ]);
-    let read = |p: &Path| {
-        let bytes = std::fs::read(p).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut v: Vec<(String, Vec<usize>, Vec<u8>)> = st
-            .tensors()
-            .into_iter()
-            .map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec()))
-            .collect();
-        v.sort();
-        v
-    };
     assert_eq!(
-        read(&dst.join("model.safetensors")),
-        read(&fixtures().join("tiny-bert/model.safetensors"))
+        tensors_of(&dst.join("model.safetensors")),
+        tensors_of(&fixtures().join("tiny-bert/model.safetensors"))
     );
 }
 
@@ -386,11 +421,17 @@ fn killed_and_resumed_runs_end_where_the_straight_run_does(extra: &[&str]) {
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_some() {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "a resumed run failed: {status}");
             break;
         }
         child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        // Killed, or finished in between; never failed on its own.
+        assert!(
+            status.success() || std::os::unix::process::ExitStatusExt::signal(&status) == Some(9),
+            "a resumed run failed: {status}"
+        );
         kills += 1;
         // Every checkpoint that is visible is complete and readable.
         for entry in std::fs::read_dir(killed.join("checkpoints"))
@@ -421,7 +462,8 @@ fn killed_and_resumed_runs_end_where_the_straight_run_does(extra: &[&str]) {
     args.push("--resume");
     zhbert_ok(&args);
     // Killed and resumed as often as it took, it ends exactly where the straight
-    // run did. (The last checkpoint: the output folder holds the best step's weights.)
+    // run did: the same last step, every weight and AdamW moment of its
+    // checkpoint bit for bit, and the same kept model.
     let last = |run: &Path| {
         let mut steps: Vec<u64> = std::fs::read_dir(run.join("checkpoints"))
             .unwrap()
@@ -435,27 +477,40 @@ fn killed_and_resumed_runs_end_where_the_straight_run_does(extra: &[&str]) {
             })
             .collect();
         steps.sort();
-        run.join(format!(
-            "checkpoints/checkpoint-{}/model.safetensors",
-            steps.last().unwrap()
-        ))
+        *steps.last().unwrap()
     };
-    assert_eq!(last(&killed).file_name(), last(&straight).file_name());
-    for name in [
-        "classifier.weight",
-        "bert.encoder.layer.1.output.dense.weight",
-    ] {
-        assert_eq!(
-            f32s(&last(&killed), name),
-            f32s(&last(&straight), name),
-            "{name} after {kills} kills"
+    assert_eq!(
+        last(&killed),
+        last(&straight),
+        "last step after {kills} kills"
+    );
+    let checkpoint = |run: &Path| run.join(format!("checkpoints/checkpoint-{}", last(run)));
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let (k, s) = (
+            tensors_of(&checkpoint(&killed).join(file)),
+            tensors_of(&checkpoint(&straight).join(file)),
         );
-        assert_eq!(
-            f32s(&killed.join("model.safetensors"), name),
-            f32s(&straight.join("model.safetensors"), name),
-            "{name} after {kills} kills"
-        );
+        assert!(k.len() > 10, "{file}: {} tensors", k.len());
+        assert!(k == s, "{file} of the last checkpoint after {kills} kills");
     }
+    assert!(
+        tensors_of(&killed.join("model.safetensors"))
+            == tensors_of(&straight.join("model.safetensors")),
+        "the kept model after {kills} kills"
+    );
+}
+
+/// Every tensor of a safetensors file: name, shape and bytes, by name.
+fn tensors_of(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
 }
 
 #[test]
@@ -482,6 +537,27 @@ fn train_eval_predict_on_your_own_csv_and_toml_config() {
     ]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("test accuracy"), "{stdout}");
+    // Resuming the finished run reports it: the same lines, nothing rewritten.
+    let files = ["eval.json", "metrics.jsonl", "model.safetensors"];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    let again = zhbert_ok(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--resume",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
+    for (f, bytes) in files.iter().zip(&before) {
+        assert!(
+            &std::fs::read(out.join(f)).unwrap() == bytes,
+            "{f} rewritten"
+        );
+    }
     for f in [
         "model.safetensors",
         "config.json",

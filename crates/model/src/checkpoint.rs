@@ -329,10 +329,10 @@ pub fn load_classifier_with_config<B: Backend>(
             }
             None => "it has no classification head".into(),
         };
-        return Err(ModelError::invalid(
-            &file,
-            format!("cannot predict with this checkpoint: {why}; fine-tune it first, or allow a fresh (random) head explicitly"),
-        ));
+        return Err(ModelError::MissingHead {
+            path: file.clone(),
+            reason: why,
+        });
     }
     if rep.fresh_head {
         tracing::warn!(

@@ -79,6 +79,16 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
+    /// The checkpoint has no trained classification head for the labels (a
+    /// base model such as `bert-base-chinese`, or a head of another shape) and
+    /// a fresh one was not allowed ([`LoadOptions::allow_fresh_head`]).
+    #[error("{}: a checkpoint without a trained classification head ({reason}); fine-tune it first, or allow a fresh (random) head explicitly", path.display())]
+    MissingHead {
+        /// The weight file.
+        path: PathBuf,
+        /// What is missing or does not fit ("it has no classification head").
+        reason: String,
+    },
 }
 
 impl ModelError {

@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use zhbert_data::Dataset;
 use zhbert_model::{
-    load_classifier, BertConfig, BertForSequenceClassification, LoadOptions, LoadReport, ModelError,
+    load_classifier, BertConfig, BertForSequenceClassification, LoadOptions, LoadReport,
 };
 use zhbert_tokenizer::BertTokenizer;
 
@@ -36,7 +36,7 @@ use crate::metrics::EvalMetrics;
 pub struct ClassifierOptions {
     /// Accept a checkpoint without a trained classification head and classify
     /// with a freshly initialised (random) one. For testing only; otherwise
-    /// such a checkpoint is a [`MissingHeadError`].
+    /// such a checkpoint is a [`zhbert_model::ModelError::MissingHead`].
     pub allow_fresh_head: bool,
     /// Sequences per forward pass (at least 1). Default 32.
     pub batch_size: usize,
@@ -59,30 +59,6 @@ impl Default for ClassifierOptions {
         }
     }
 }
-
-/// The checkpoint has no trained classification head (a base model such as
-/// `bert-base-chinese`), or its head does not fit the labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingHeadError {
-    /// The weight file.
-    pub path: PathBuf,
-    /// What is missing or does not fit, for example "it has no classification head".
-    pub reason: String,
-}
-
-impl fmt::Display for MissingHeadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: a checkpoint without a trained classification head ({}); fine-tune it first, \
-             or set ClassifierOptions::allow_fresh_head to classify with a random head",
-            self.path.display(),
-            self.reason
-        )
-    }
-}
-
-impl std::error::Error for MissingHeadError {}
 
 /// An input text that is empty or only whitespace: there is nothing to classify.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,7 +186,7 @@ impl<B: Backend> Classifier<B> {
     }
 
     /// [`Classifier::load`] with options. A checkpoint without a trained
-    /// classification head is a [`MissingHeadError`] unless
+    /// classification head is a [`zhbert_model::ModelError::MissingHead`] unless
     /// `options.allow_fresh_head`; a max length outside 3 to the model's
     /// `max_position_embeddings` is an error.
     pub fn load_with(
@@ -218,19 +194,13 @@ impl<B: Backend> Classifier<B> {
         options: &ClassifierOptions,
         device: &B::Device,
     ) -> Result<Self> {
-        let arg = model.as_ref();
-        let dir = if arg.is_dir() {
-            arg.to_path_buf()
-        } else {
-            crate::hub::resolve_model(&arg.to_string_lossy())?
-        };
+        let dir = crate::hub::resolve_model(&model.as_ref().to_string_lossy())?;
         let tokenizer = BertTokenizer::from_dir(&dir)?;
         let load = LoadOptions {
             labels: None,
             allow_fresh_head: options.allow_fresh_head,
         };
-        let (model, config, report) =
-            load_classifier::<B>(&dir, &load, device).map_err(missing_head)?;
+        let (model, config, report) = load_classifier::<B>(&dir, &load, device)?;
         tracing::info!("{report}");
         let mut classifier = Self::new(model, tokenizer, config, device)
             .with_context(|| dir.display().to_string())?
@@ -458,21 +428,4 @@ fn check_text(text: &str, index: usize, second_of_pair: bool) -> Result<(), Empt
         });
     }
     Ok(())
-}
-
-/// zhbert-model's refusal of a checkpoint without a fitting head, as a
-/// [`MissingHeadError`]; other errors as they are.
-fn missing_head(e: ModelError) -> anyhow::Error {
-    const PREFIX: &str = "cannot predict with this checkpoint: ";
-    if let ModelError::Invalid { path, message } = &e {
-        if let Some(rest) = message.strip_prefix(PREFIX) {
-            let reason = rest.split("; ").next().unwrap_or(rest).to_string();
-            return MissingHeadError {
-                path: path.clone(),
-                reason,
-            }
-            .into();
-        }
-    }
-    e.into()
 }

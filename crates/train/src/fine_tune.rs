@@ -40,7 +40,7 @@ use crate::trainer::{train_replica, TrainConfig, TrainData, TrainSet, TrainSumma
 
 /// Labelled data: a file in any layout zhbert reads, or a dataset in memory.
 #[derive(Debug, Clone)]
-pub enum DataSource {
+enum DataSource {
     /// CSV/TSV with a header, JSONL, or `text<TAB>label` `.txt` (with `class.txt`).
     File(PathBuf),
     /// Examples already read.
@@ -569,8 +569,9 @@ impl FineTune {
     /// Data-parallel [`fit`](Self::fit): one replica per device of `devices`
     /// (one backend), each in its own thread; with `nodes`, this process is one
     /// node of several ([`crate::Nodes`]). The batch size is the batch of all
-    /// replicas together. Replica 0 logs and writes the output folder; the
-    /// summary is this process's first replica's. A replica that fails would
+    /// replicas together. Replica 0 logs and writes the output folder; its
+    /// summary comes back where this process holds it (`None` on the other
+    /// nodes). A replica that fails would
     /// leave the others waiting in burn-collective forever, so its error ends
     /// the process (exit code 1) after printing it; outputs and checkpoints
     /// are written atomically.
@@ -578,7 +579,7 @@ impl FineTune {
         &self,
         devices: &[AB::Device],
         nodes: Option<crate::Nodes>,
-    ) -> Result<TrainSummary> {
+    ) -> Result<Option<TrainSummary>> {
         if self.pretraining_epochs() > 0 {
             bail!("masked-LM pretraining runs on one device: pretrain first, then train the pretrained folder on several");
         }
@@ -612,7 +613,14 @@ impl FineTune {
                 })
                 .collect()
         });
-        summaries.into_iter().next().context("no devices")?
+        let mut main = None;
+        for (replica, summary) in replicas.iter().zip(summaries) {
+            let summary = summary?;
+            if replica.is_main() {
+                main = Some(summary);
+            }
+        }
+        Ok(main)
     }
 
     /// One replica's thread: only replica 0 logs.

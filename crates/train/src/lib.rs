@@ -65,10 +65,8 @@ pub mod pretrain;
 pub mod teacher;
 pub mod trainer;
 
-pub use classifier::{
-    ClassPrediction, Classifier, ClassifierOptions, EmptyTextError, MissingHeadError,
-};
-pub use fine_tune::{DataSource, FineTune};
+pub use classifier::{ClassPrediction, Classifier, ClassifierOptions, EmptyTextError};
+pub use fine_tune::FineTune;
 pub use inference::{classify, logits_of, InferenceOptions, Prediction};
 pub use metrics::{ClassMetrics, EvalMetrics, Metric};
 pub use optim::{AdamW, AdamWConfig, GradAccumulator, LossScaler, LrScheduler};

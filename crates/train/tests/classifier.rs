@@ -11,7 +11,6 @@ use zhbert_testkit::{fixtures, minilm_dir};
 use zhbert_tokenizer::BertTokenizer;
 use zhbert_train::{
     classify, ClassPrediction, Classifier, ClassifierOptions, EmptyTextError, InferenceOptions,
-    MissingHeadError,
 };
 
 /// MiniLM with the classification head PyTorch drew (labels neg, pos),
@@ -189,10 +188,10 @@ fn blank_texts_missing_heads_and_bad_lengths_are_errors() {
 
     // MiniLM as published has no classification head.
     let err = Classifier::<Flex>::load(minilm_dir(), &device).unwrap_err();
-    let missing = err
-        .downcast_ref::<MissingHeadError>()
-        .unwrap_or_else(|| panic!("not a MissingHeadError: {err:#}"));
-    assert_eq!(missing.reason, "it has no classification head");
+    let Some(zhbert_model::ModelError::MissingHead { reason, .. }) = err.downcast_ref() else {
+        panic!("not a MissingHead error: {err:#}");
+    };
+    assert_eq!(reason, "it has no classification head");
     assert!(
         err.to_string()
             .contains("a checkpoint without a trained classification head"),

@@ -121,15 +121,17 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
         if config.group_by_length && matches!(data.train, TrainSet::Streaming { .. }) {
             bail!("length grouping needs the training set in memory: it cannot be combined with streaming");
         }
+        // Every check before the output folder is made: a refused run leaves nothing.
+        let loss_options = CrossEntropyOptions {
+            class_weights: class_weight_values(config, &data.train, data.labels.len())?,
+            label_smoothing: config.label_smoothing,
+        };
+        let soft_targets = soft_targets(data, config.distill)?;
         let main = job.replica.is_main();
         if main {
             std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
             remove_stale(out);
         }
-        let loss_options = CrossEntropyOptions {
-            class_weights: class_weight_values(config, &data.train, data.labels.len())?,
-            label_smoothing: config.label_smoothing,
-        };
         let mut opt = AdamW::new::<AB, _>(config.adamw(), &model);
         let mut state = TrainerState {
             config: Some(config.clone()),
@@ -163,7 +165,7 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
             state,
             schedule: Schedule::new(config, data.train.len()),
             loss_options,
-            soft_targets: soft_targets(data, config.distill)?,
+            soft_targets,
             params,
             step_loss: 0.0,
             step_sequences: 0,
