@@ -220,7 +220,9 @@ impl<B: Backend> BertSelfAttention<B> {
     }
 }
 
-/// HF `BertSelfOutput` and `BertOutput`: projection, dropout, residual, LayerNorm.
+/// The block HF has twice under two names, [`BertSelfOutput`] after attention
+/// and [`BertOutput`] after the feed-forward: projection, dropout, residual,
+/// LayerNorm. One definition, as the two differ only in their input width.
 #[derive(Module, Debug)]
 pub struct BertResidualOutput<B: Backend> {
     /// Output projection.
@@ -247,13 +249,32 @@ impl<B: Backend> BertResidualOutput<B> {
     }
 }
 
+/// HF `BertSelfOutput`: the attention block's projection, residual and LayerNorm.
+pub type BertSelfOutput<B> = BertResidualOutput<B>;
+
+/// HF `BertOutput`: the feed-forward's second projection, residual and LayerNorm.
+pub type BertOutput<B> = BertResidualOutput<B>;
+
 /// HF `BertAttention`: self-attention and its output block.
 #[derive(Module, Debug)]
 pub struct BertAttention<B: Backend> {
     /// HF key `self` (a Rust keyword).
     pub self_attn: BertSelfAttention<B>,
     /// HF `BertSelfOutput`.
-    pub output: BertResidualOutput<B>,
+    pub output: BertSelfOutput<B>,
+}
+
+impl<B: Backend> BertAttention<B> {
+    /// Self-attention, then its output block, on `[batch * seq, hidden]` rows.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        batch: usize,
+        mask_bias: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 2> {
+        let attn = self.self_attn.forward_tokens(x.clone(), batch, mask_bias);
+        self.output.forward(attn, x)
+    }
 }
 
 /// HF `BertIntermediate`: the first feed-forward projection and its activation.
@@ -263,6 +284,13 @@ pub struct BertIntermediate<B: Backend> {
     pub dense: Linear<B>,
     #[module(skip)]
     act: HiddenAct,
+}
+
+impl<B: Backend> BertIntermediate<B> {
+    /// `act(dense(x))`, on `[..., hidden]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.act.forward(linear(&self.dense, x))
+    }
 }
 
 impl HiddenAct {
@@ -283,8 +311,8 @@ pub struct BertLayer<B: Backend> {
     pub attention: BertAttention<B>,
     /// Feed-forward in.
     pub intermediate: BertIntermediate<B>,
-    /// Feed-forward out with residual and LayerNorm.
-    pub output: BertResidualOutput<B>,
+    /// Feed-forward out with residual and LayerNorm (HF `BertOutput`).
+    pub output: BertOutput<B>,
 }
 
 impl<B: Backend> BertLayer<B> {
@@ -307,15 +335,8 @@ impl<B: Backend> BertLayer<B> {
         let [b, l, h] = x.dims();
         // Tokens as rows: every projection below is one 2-D matmul.
         let x = x.reshape([b * l, h]);
-        let attn = self
-            .attention
-            .self_attn
-            .forward_tokens(x.clone(), b, mask_bias);
-        let x = self.attention.output.forward(attn, x);
-        let inner = self
-            .intermediate
-            .act
-            .forward(linear(&self.intermediate.dense, x.clone()));
+        let x = self.attention.forward(x, b, mask_bias);
+        let inner = self.intermediate.forward(x.clone());
         self.output.forward(inner, x).reshape([b, l, h])
     }
 }
@@ -325,6 +346,16 @@ impl<B: Backend> BertLayer<B> {
 pub struct BertEncoder<B: Backend> {
     /// The layers, `encoder.layer.N` in HF keys.
     pub layer: Vec<BertLayer<B>>,
+}
+
+impl<B: Backend> BertEncoder<B> {
+    /// Every layer in turn, `[batch, seq, hidden]` → `[batch, seq, hidden]`.
+    pub fn forward(&self, mut x: Tensor<B, 3>, mask_bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
+        for layer in &self.layer {
+            x = layer.forward(x, mask_bias.clone());
+        }
+        x
+    }
 }
 
 /// HF `BertPooler`: `tanh(dense(h[CLS]))`.
@@ -344,9 +375,9 @@ impl<B: Backend> BertPooler<B> {
     }
 }
 
-/// The outputs of [`BertModel::forward`].
+/// The outputs of [`BertModel::forward`] (HF's `BaseModelOutputWithPooling`).
 #[derive(Debug, Clone)]
-pub struct BertOutput<B: Backend> {
+pub struct BertModelOutput<B: Backend> {
     /// `[batch, seq, hidden]`.
     pub last_hidden_state: Tensor<B, 3>,
     /// `[batch, hidden]`, when the model has a pooler.
@@ -412,7 +443,7 @@ impl BertConfig {
 
 impl<B: Backend> BertModel<B> {
     /// The forward pass of HF `BertModel`.
-    pub fn forward(&self, input: BertInput<B>) -> BertOutput<B> {
+    pub fn forward(&self, input: BertInput<B>) -> BertModelOutput<B> {
         let BertInput {
             input_ids,
             token_type_ids,
@@ -440,12 +471,10 @@ impl<B: Backend> BertModel<B> {
                 bias
             }
         });
-        let mut x = self.embeddings.forward(input_ids, token_type_ids);
-        for layer in &self.encoder.layer {
-            x = layer.forward(x, mask_bias.clone());
-        }
+        let x = self.embeddings.forward(input_ids, token_type_ids);
+        let x = self.encoder.forward(x, mask_bias);
         let pooler_output = self.pooler.as_ref().map(|p| p.forward(x.clone()));
-        BertOutput {
+        BertModelOutput {
             last_hidden_state: x,
             pooler_output,
         }

@@ -48,7 +48,7 @@ pub mod precision;
 
 pub use bert::{
     classification_loss, cross_entropy, BertForMaskedLM, BertForSequenceClassification, BertInput,
-    BertModel, BertOutput, CrossEntropyOptions, Labels,
+    BertModel, BertModelOutput, BertOutput, BertSelfOutput, CrossEntropyOptions, Labels,
 };
 pub use checkpoint::{
     find_weights, hf_name, load_base, load_classifier, load_classifier_with_config, load_masked_lm,
