@@ -34,9 +34,10 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     convert(&src, &args.to)
 }
 
-/// Converts on the CPU: weights are only moved, never computed with.
+/// Converts on the CPU: weights are only moved, never computed with. The
+/// destination is made once the checkpoint has loaded: a source that cannot be
+/// converted leaves nothing behind.
 pub fn convert(src: &Path, dst: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
     let config = BertConfig::from_file(src.join("config.json"))?;
     let device = Default::default();
     let arch = architecture(&config).to_string();
@@ -45,16 +46,19 @@ pub fn convert(src: &Path, dst: &Path) -> anyhow::Result<()> {
         "BertForSequenceClassification" => {
             let (model, _, report) =
                 load_classifier::<Flex>(src, &LoadOptions::default(), &device)?;
+            create(dst)?;
             save_safetensors(&model, &weights)?;
             report
         }
         "BertForMaskedLM" | "BertForPreTraining" => {
             let (model, _, report) = load_masked_lm::<Flex>(src, &device)?;
+            create(dst)?;
             save_safetensors(&model, &weights)?;
             report
         }
         _ => {
             let (model, _, report) = load_base::<Flex>(src, &device)?;
+            create(dst)?;
             save_safetensors(&model, &weights)?;
             report
         }
@@ -73,12 +77,7 @@ pub fn convert(src: &Path, dst: &Path) -> anyhow::Result<()> {
     };
     config.save(dst.join("config.json"), &arch)?;
     let mut copied = 0;
-    for name in [
-        "vocab.txt",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ] {
+    for name in zhbert_tokenizer::TOKENIZER_FILES {
         let from = src.join(name);
         if from.is_file() && src.canonicalize().ok() != dst.canonicalize().ok() {
             let bytes =
@@ -89,4 +88,8 @@ pub fn convert(src: &Path, dst: &Path) -> anyhow::Result<()> {
     }
     tracing::info!("wrote {} ({arch}, {copied} tokenizer files)", dst.display());
     Ok(())
+}
+
+fn create(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }

@@ -138,6 +138,8 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     let two_labels = tmp.path().join("two.tsv");
     std::fs::write(&two_labels, "text\tlabel\n好\tpos\n差\tneg\n").unwrap();
     let two = two_labels.to_str().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
     let train = |extra: &[&'static str]| {
         let mut args = vec!["train", "--train", two, "--model", m, "--output", t];
         args.extend(extra);
@@ -179,6 +181,10 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
         (
             vec!["train", "--train", tmp.path().to_str().unwrap(), "--model", m, "--output", t],
             "is a folder; give a data file",
+        ),
+        (
+            vec!["convert", "--from", empty.to_str().unwrap(), "--to", t],
+            "config.json: No such file",
         ),
         (
             vec![

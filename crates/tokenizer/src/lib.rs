@@ -191,6 +191,16 @@ pub struct Batch {
     pub truncated_tokens: Vec<usize>,
 }
 
+/// The files of an HF model folder that describe its tokenizer (each
+/// optional; [`BertTokenizer::from_dir`] needs `vocab.txt` or `tokenizer.json`,
+/// [`BertTokenizer::save`] writes all four).
+pub const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+];
+
 /// A BERT WordPiece tokenizer.
 #[derive(Clone)]
 pub struct BertTokenizer {

@@ -5,14 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-/// Files of a BERT model folder worth fetching; the weights are tried in order.
-#[cfg_attr(not(feature = "hub"), allow(dead_code))]
-const TOKENIZER_FILES: [&str; 4] = [
-    "tokenizer.json",
-    "vocab.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-];
+/// Weight files of a BERT model folder, tried in order.
 #[cfg_attr(not(feature = "hub"), allow(dead_code))]
 const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 
@@ -75,7 +68,7 @@ fn download(id: &str) -> anyhow::Result<PathBuf> {
         bail!("the repository has neither {}", WEIGHT_FILES.join(" nor "));
     }
     // Tokenizer files are optional one by one; at least one must exist.
-    let tokenizer_found = TOKENIZER_FILES
+    let tokenizer_found = zhbert_tokenizer::TOKENIZER_FILES
         .iter()
         .filter(|name| get(name).is_ok())
         .count();
