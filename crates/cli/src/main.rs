@@ -9,7 +9,7 @@ mod eval;
 mod predict;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use backend::BackendKind;
 
@@ -149,9 +149,16 @@ fn main() {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    // The matches too: `train` tells flags given from defaults by them.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(
+            args,
+            matches
+                .subcommand_matches("train")
+                .expect("the train command's matches"),
+        ),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Convert(args) => convert::run(args),

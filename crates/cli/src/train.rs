@@ -8,42 +8,14 @@ use burn::backend::Autodiff;
 use serde::Deserialize;
 use zhbert_data::Columns;
 use zhbert_model::Precision;
-use zhbert_train::{
-    ClassWeights, ConfigError, FineTune, LrScheduler, Metric, TrainConfig, TrainError,
-    TrainSummary, Warmup,
-};
+use zhbert_train::{ConfigError, FineTune, TrainConfig, TrainError, TrainSummary};
 
 use crate::{with_backend, with_backend_devices, BackendArgs};
 
-/// A TOML value of an option whose flag is text, read as the flag would be:
-/// `warmup = 500`, `warmup = 0.1`, `class_weights = [1, 2.5]` as `500`, `0.1`,
-/// `1,2.5`; strings as they are.
-fn flag_text<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: std::str::FromStr,
-    T::Err: std::fmt::Display,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Value {
-        Text(String),
-        Integer(i64),
-        Float(f64),
-        List(Vec<f64>),
-    }
-    let text = Option::<Value>::deserialize(d)?.map(|v| match v {
-        Value::Text(s) => s,
-        Value::Integer(n) => n.to_string(),
-        Value::Float(x) => x.to_string(),
-        Value::List(xs) => xs.iter().map(f64::to_string).collect::<Vec<_>>().join(","),
-    });
-    text.map(|t| t.parse().map_err(serde::de::Error::custom))
-        .transpose()
-}
-
-/// Every option of `zhbert train`; each can also come from `--config FILE.toml`
-/// (same names, snake_case); flags win.
+/// Every option of `zhbert train`: the job's (data, model, output, ...) here,
+/// the run's settings from [`TrainConfig`] (flattened: one definition each).
+/// Each can also come from `--config FILE.toml` (same names, snake_case);
+/// flags win over the file, the file over the model's defaults.
 #[derive(clap::Args, Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainArgs {
@@ -81,104 +53,6 @@ pub struct TrainArgs {
     /// Dev and test fractions when only --train is given [default: 0.1].
     #[arg(long, allow_negative_numbers = true)]
     split: Option<f64>,
-    /// Passes over the training data [default: 3; presets: their own].
-    #[arg(long, visible_alias = "num-train-epochs")]
-    epochs: Option<usize>,
-    /// Stop after this many optimizer steps.
-    #[arg(long, allow_negative_numbers = true)]
-    max_steps: Option<usize>,
-    /// Peak learning rate [default: 5e-5; tiny-zh: 3e-4].
-    #[arg(long, visible_alias = "learning-rate", allow_negative_numbers = true)]
-    lr: Option<f64>,
-    /// Sequences per batch (of all replicas together) [default: 32].
-    #[arg(long, visible_alias = "per-device-train-batch-size")]
-    batch_size: Option<usize>,
-    /// Longest input in tokens; longer texts are truncated [default: 128; tiny-zh-char: 64].
-    #[arg(long, visible_alias = "max-seq-length")]
-    max_length: Option<usize>,
-    /// Warmup: steps (500) or ratio (0.1) [default: 0; tiny-zh: 0.1].
-    #[arg(long, visible_aliases = ["warmup-ratio", "warmup-steps"], allow_negative_numbers = true)]
-    #[serde(deserialize_with = "flag_text")]
-    warmup: Option<Warmup>,
-    /// AdamW's decoupled weight decay, not on biases and LayerNorm [default: 0; tiny-zh: 0.01].
-    #[arg(long, allow_negative_numbers = true)]
-    weight_decay: Option<f64>,
-    /// AdamW's beta1 (HF's adam_beta1; default 0.9).
-    #[arg(long)]
-    adam_beta1: Option<f64>,
-    /// AdamW's beta2 (HF's adam_beta2; default 0.999).
-    #[arg(long)]
-    adam_beta2: Option<f64>,
-    /// AdamW's eps (HF's adam_epsilon; default 1e-8).
-    #[arg(long)]
-    adam_epsilon: Option<f64>,
-    /// Micro-batches per optimizer step [default: 1].
-    #[arg(long, visible_alias = "gradient-accumulation-steps")]
-    grad_accum: Option<usize>,
-    /// Clip the global gradient norm (0 disables) [default: 1.0].
-    #[arg(long, allow_negative_numbers = true)]
-    max_grad_norm: Option<f64>,
-    /// Seed of the split, data order, dropout and fresh weights [default: 42].
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Evaluate every N steps [default: each epoch].
-    #[arg(long, visible_alias = "eval-steps")]
-    eval_every: Option<usize>,
-    /// Checkpoint every N steps [default: at each evaluation].
-    #[arg(long, visible_alias = "save-steps")]
-    save_every: Option<usize>,
-    /// Checkpoints kept besides the best [default: 2].
-    #[arg(long, visible_alias = "save-total-limit")]
-    keep_checkpoints: Option<usize>,
-    /// Early stopping: evaluations without improvement.
-    #[arg(long)]
-    patience: Option<usize>,
-    /// Stop once the dev --metric reaches this value (time-to-accuracy runs).
-    #[arg(long)]
-    stop_at: Option<f64>,
-    /// Metric for the best checkpoint: accuracy, macro_f1, micro_f1, loss [default: accuracy].
-    #[arg(long, visible_alias = "metric-for-best-model")]
-    metric: Option<Metric>,
-    /// Class weights: auto or a comma-separated list in label order.
-    #[arg(long)]
-    #[serde(deserialize_with = "flag_text")]
-    class_weights: Option<ClassWeights>,
-    /// Label smoothing of the loss, in [0, 1) [default: 0].
-    #[arg(long, allow_negative_numbers = true)]
-    label_smoothing: Option<f32>,
-    /// Batch texts of similar length together (`--group-by-length` or `--group-by-length false`).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    group_by_length: Option<bool>,
-    /// Log every N steps when not on a terminal.
-    #[arg(long)]
-    log_every: Option<usize>,
-    /// Learning rate after warmup (HF's lr_scheduler_type): linear (default),
-    /// cosine, constant (no warmup) or constant_with_warmup. Fine-tuning only;
-    /// --pretrain-epochs keeps its linear schedule.
-    #[arg(long)]
-    lr_scheduler: Option<LrScheduler>,
-    /// Float type of matmuls and attention: fp32, bf16 or f16 (mixed precision:
-    /// fp32 master weights, optimizer state, softmax, LayerNorm and loss; f16
-    /// scales the loss dynamically). Needs flex, wgpu or cuda; pretraining
-    /// (--pretrain-epochs) stays fp32.
-    #[arg(long)]
-    precision: Option<Precision>,
-    /// HF's --bf16: the same as --precision bf16.
-    #[arg(long, conflicts_with_all = ["precision", "fp16"])]
-    #[serde(skip)]
-    bf16: bool,
-    /// HF's --fp16: the same as --precision f16.
-    #[arg(long, conflicts_with = "precision")]
-    #[serde(skip)]
-    fp16: bool,
-    /// f16's first loss scale (default 65536, as torch's GradScaler).
-    #[arg(long)]
-    initial_loss_scale: Option<f64>,
-    /// Distillation weight: train on (1 - W) x the labels' loss + W x the loss
-    /// against a char 1-3-gram TF-IDF + logistic regression teacher fitted on
-    /// the training set (out of fold); 0: labels only (default; tiny-zh: 0.5).
-    #[arg(long)]
-    distill: Option<f64>,
     /// Read the training file again every epoch instead of holding it in memory
     /// (for files larger than memory; needs --dev).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -219,24 +93,48 @@ pub struct TrainArgs {
     #[arg(long, requires = "nodes")]
     #[serde(skip)]
     node_address: Option<String>,
+    /// HF's --bf16: the same as --precision bf16.
+    #[arg(long, conflicts_with_all = ["precision", "fp16"])]
+    #[serde(skip)]
+    bf16: bool,
+    /// HF's --fp16: the same as --precision f16.
+    #[arg(long, conflicts_with = "precision")]
+    #[serde(skip)]
+    fp16: bool,
+    #[command(flatten)]
+    #[serde(skip)]
+    settings: TrainConfig,
+    /// The settings given in the TOML file and as flags, by name: what
+    /// changes the model's defaults.
+    #[arg(skip)]
+    #[serde(skip)]
+    given: serde_json::Map<String, serde_json::Value>,
     #[command(flatten)]
     #[serde(skip)]
     backend: BackendArgs,
 }
 
-/// `a.or(b)` for every option: flags first, then the TOML file.
+/// `a.or(b)` for every option of the job: flags first, then the TOML file.
 macro_rules! merge {
     ($a:ident, $b:ident, $($f:ident),*) => { $( if $a.$f.is_none() { $a.$f = $b.$f.take(); } )* };
 }
 
+/// The names of [`TrainConfig`]'s settings, as in TOML and serde.
+fn setting_names() -> Vec<String> {
+    match serde_json::to_value(TrainConfig::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => unreachable!("TrainConfig serializes as a map"),
+    }
+}
+
 impl TrainArgs {
-    fn merged(mut self) -> Result<Self> {
+    /// The options with the TOML file read in, and the settings given by the
+    /// file and by flags (`matches`: which flags were on the command line).
+    fn merged(mut self, matches: &clap::ArgMatches) -> Result<Self> {
+        let names = setting_names();
         if let Some(path) = self.config.clone() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let mut file: TrainArgs = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("{}: {}", path.display(), e.to_string().replace('\n', " "))
-            })?;
+            let (mut file, settings) = read_toml(&path, &names)?;
+            self.given = settings;
             merge!(
                 self,
                 file,
@@ -250,85 +148,50 @@ impl TrainArgs {
                 label_column,
                 on_bad_row,
                 split,
-                epochs,
-                max_steps,
-                lr,
-                batch_size,
-                max_length,
-                warmup,
-                weight_decay,
-                adam_beta1,
-                adam_beta2,
-                adam_epsilon,
-                grad_accum,
-                max_grad_norm,
-                seed,
-                eval_every,
-                save_every,
-                keep_checkpoints,
-                patience,
-                stop_at,
-                metric,
-                class_weights,
-                label_smoothing,
-                log_every,
-                group_by_length,
-                lr_scheduler,
-                precision,
-                initial_loss_scale,
-                distill,
                 pretrain_epochs,
                 streaming,
                 shuffle_buffer
             );
         }
+        // 0 turns clipping off, as HF's max_grad_norm 0 does.
+        if self.settings.max_grad_norm == Some(0.0) {
+            self.settings.max_grad_norm = None;
+        }
+        // Checked as values before they become JSON, where NaN has no place.
+        self.settings
+            .validate()
+            .map_err(|e| in_flag_words(e.into()))?;
+        let flags = serde_json::to_value(&self.settings)?;
+        for name in &names {
+            if matches.value_source(name) == Some(clap::parser::ValueSource::CommandLine) {
+                self.given.insert(name.clone(), flags[name].clone());
+            }
+        }
+        if self.bf16 || self.fp16 {
+            let precision = if self.bf16 {
+                Precision::Bf16
+            } else {
+                Precision::F16
+            };
+            self.given
+                .insert("precision".into(), serde_json::to_value(precision)?);
+        }
+        // The file's 0 too.
+        if self.given.get("max_grad_norm").and_then(|v| v.as_f64()) == Some(0.0) {
+            self.given
+                .insert("max_grad_norm".into(), serde_json::Value::Null);
+        }
         Ok(self)
     }
 
-    /// Flags and file over `c` (the model's defaults: a preset's tuned
+    /// The given settings over `c` (the model's defaults: a preset's tuned
     /// settings, or HF's).
-    fn apply(&self, c: &mut TrainConfig) {
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
+    fn apply(&self, c: &TrainConfig) -> Result<TrainConfig, serde_json::Error> {
+        let mut value = serde_json::to_value(c)?;
+        for (name, v) in &self.given {
+            value[name] = v.clone();
         }
-        if self.bf16 {
-            c.precision = Precision::Bf16;
-        }
-        if self.fp16 {
-            c.precision = Precision::F16;
-        }
-        set!(
-            epochs,
-            lr,
-            batch_size,
-            max_length,
-            weight_decay,
-            adam_beta1,
-            adam_beta2,
-            adam_epsilon,
-            grad_accum,
-            seed,
-            keep_checkpoints,
-            metric,
-            label_smoothing,
-            log_every,
-            group_by_length,
-            lr_scheduler,
-            precision,
-            distill,
-            warmup
-        );
-        c.max_steps = self.max_steps.or(c.max_steps);
-        c.eval_every = self.eval_every.or(c.eval_every);
-        c.save_every = self.save_every.or(c.save_every);
-        c.patience = self.patience.or(c.patience);
-        c.stop_at = self.stop_at.or(c.stop_at);
-        c.initial_loss_scale = self.initial_loss_scale.or(c.initial_loss_scale);
-        c.class_weights = self.class_weights.clone().or(c.class_weights.take());
-        if let Some(n) = self.max_grad_norm {
-            // 0 turns clipping off, as HF's max_grad_norm 0 does.
-            c.max_grad_norm = (n != 0.0).then_some(n);
-        }
+        serde_json::from_value(value)
     }
 
     /// The job these options describe.
@@ -337,6 +200,10 @@ impl TrainArgs {
         else {
             bail!("zhbert train needs --train, --model and --output (as flags or in --config)");
         };
+        // Every given value is of its setting's type: checked once here, so
+        // that applying them to the model's defaults cannot fail.
+        self.apply(&TrainConfig::default())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let options = self.clone();
         let mut job = FineTune::new(model.clone())
             .train_file(train)
@@ -349,7 +216,7 @@ impl TrainArgs {
             .skip_bad_rows(self.on_bad_row.as_deref() == Some("skip"))
             .split(self.split.unwrap_or(0.1))
             .resume(self.resume)
-            .configure(move |c| options.apply(c));
+            .configure(move |c| *c = options.apply(c).expect("checked in fine_tune"));
         if let Some(dev) = &self.dev {
             job = job.dev_file(dev);
         }
@@ -368,6 +235,34 @@ impl TrainArgs {
         job.train_config().map_err(in_flag_words)?;
         Ok(job)
     }
+}
+
+/// A `--config` TOML file: the job's options, and the settings it gives (by
+/// name, checked against [`TrainConfig`]'s types).
+fn read_toml(
+    path: &Path,
+    names: &[String],
+) -> Result<(TrainArgs, serde_json::Map<String, serde_json::Value>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let in_file = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("{}: {}", path.display(), e.to_string().replace('\n', " "))
+    };
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| in_file(&e))?;
+    let mut settings = serde_json::Map::new();
+    for name in names {
+        if let Some(v) = table.remove(name) {
+            settings.insert(name.clone(), serde_json::to_value(v)?);
+        }
+    }
+    // Each setting as its type reads it (`warmup = 0.1`, `metric = "loss"`).
+    let mut check = serde_json::to_value(TrainConfig::default())?;
+    for (name, v) in &settings {
+        check[name] = v.clone();
+    }
+    serde_json::from_value::<TrainConfig>(check).map_err(|e| in_file(&e))?;
+    let args = TrainArgs::deserialize(toml::Value::Table(table)).map_err(|e| in_file(&e))?;
+    Ok((args, settings))
 }
 
 /// Ctrl-C or SIGTERM: the run finishes its step, writes a checkpoint and
@@ -391,8 +286,9 @@ fn stop_cleanly_on_signals() {
     }
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
-    let args = args.merged()?;
+/// `zhbert train`; `matches` are its own (which flags the command line gave).
+pub fn run(args: TrainArgs, matches: &clap::ArgMatches) -> Result<()> {
+    let args = args.merged(matches)?;
     let job = args.fine_tune()?;
     stop_cleanly_on_signals();
     let summary = if args.devices.is_some() || args.nodes.is_some() {
@@ -547,42 +443,62 @@ fn parse_devices(
 
 #[cfg(test)]
 mod tests {
-    use super::{ClassWeights, LrScheduler, TrainArgs, TrainConfig, Warmup};
+    use super::{read_toml, setting_names, TrainArgs, TrainConfig};
+    use zhbert_train::{ClassWeights, LrScheduler, Metric, Warmup};
 
-    /// The configuration the options give over `TrainConfig::default()`.
-    fn config_of(args: &TrainArgs) -> Result<TrainConfig, String> {
-        let mut c = TrainConfig::default();
-        args.apply(&mut c);
+    /// The configuration a `--config` file gives over `TrainConfig::default()`.
+    fn config_of(toml: &str) -> Result<TrainConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, toml).unwrap();
+        let (_, given) = read_toml(&path, &setting_names()).map_err(|e| e.to_string())?;
+        let args = TrainArgs {
+            given,
+            ..Default::default()
+        };
+        let c = args
+            .apply(&TrainConfig::default())
+            .map_err(|e| e.to_string())?;
         c.validate().map(|()| c).map_err(|e| e.to_string())
     }
 
     #[test]
     fn toml_options_read_as_their_flags() {
-        let args: TrainArgs =
-            toml::from_str("warmup = 500\nclass_weights = [1, 2.5]\nlr_scheduler = \"cosine\"\n")
-                .unwrap();
-        let c = config_of(&args).unwrap();
+        let c = config_of("warmup = 500\nclass_weights = [1, 2.5]\nlr_scheduler = \"cosine\"\n")
+            .unwrap();
         assert_eq!(c.warmup, Warmup::Steps(500));
         assert_eq!(c.lr_scheduler, LrScheduler::Cosine);
         assert_eq!(c.class_weights, Some(ClassWeights::List(vec![1.0, 2.5])));
-        let args: TrainArgs = toml::from_str("warmup = 0.1\nclass_weights = \"auto\"\n").unwrap();
-        let c = config_of(&args).unwrap();
+        let c =
+            config_of("warmup = 0.1\nclass_weights = \"auto\"\nmetric = \"macro_f1\"\n").unwrap();
         assert_eq!(c.warmup, Warmup::Ratio(0.1));
         assert_eq!(c.class_weights, Some(ClassWeights::Balanced));
-        assert!(toml::from_str::<TrainArgs>("lr_scheduler = \"warm\"\n").is_err());
-        assert!(toml::from_str::<TrainArgs>("metric = \"f1\"\n").is_err());
-        assert!(toml::from_str::<TrainArgs>("warmup = 1.5\n").is_err());
+        assert_eq!(c.metric, Metric::MacroF1);
+        // Text as the flag would be written reads too.
+        assert_eq!(
+            config_of("warmup = \"0.1\"\n").unwrap().warmup,
+            Warmup::Ratio(0.1)
+        );
+        for bad in [
+            "lr_scheduler = \"warm\"\n",
+            "metric = \"f1\"\n",
+            "warmup = 1.5\n",
+            "epochs = \"three\"\n",
+            "no_such_option = 1\n",
+        ] {
+            assert!(config_of(bad).is_err(), "{bad}");
+        }
     }
 
     /// The AdamW settings a run is given are those its optimizer gets (the
     /// parity test checks that optimizer against torch's with the same ones).
     #[test]
     fn adam_settings_reach_the_optimizer() {
-        let args: TrainArgs = toml::from_str(
+        let adamw = config_of(
             "lr = 2e-5\nweight_decay = 0.1\nadam_beta1 = 0.8\nadam_beta2 = 0.98\nadam_epsilon = 1e-6\n",
         )
-        .unwrap();
-        let adamw = config_of(&args).unwrap().adamw();
+        .unwrap()
+        .adamw();
         assert_eq!(
             adamw,
             zhbert_train::AdamWConfig {
@@ -598,7 +514,7 @@ mod tests {
             "adam_beta1 = -0.1",
             "adam_epsilon = -1e-8",
         ] {
-            let err = config_of(&toml::from_str::<TrainArgs>(bad).unwrap()).unwrap_err();
+            let err = config_of(bad).unwrap_err();
             assert!(err.starts_with("adam_"), "{bad}: {err}");
         }
     }

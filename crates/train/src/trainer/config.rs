@@ -31,8 +31,10 @@ impl ConfigError {
 }
 
 /// Warmup of the learning rate: a number of optimizer steps or a fraction of all.
+/// Written as a number (`500`, `0.1`); text as the flag is (`"0.1"`) reads too.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[serde(try_from = "WarmupText")]
 pub enum Warmup {
     /// Optimizer steps.
     Steps(usize),
@@ -46,6 +48,36 @@ impl Warmup {
         match self {
             Self::Steps(n) => n,
             Self::Ratio(r) => (r * total as f64).ceil() as usize,
+        }
+    }
+}
+
+/// How [`Warmup`] may be written in TOML: a number, or text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WarmupText {
+    Steps(usize),
+    Ratio(f64),
+    Text(String),
+}
+
+impl TryFrom<WarmupText> for Warmup {
+    type Error = ConfigError;
+
+    fn try_from(t: WarmupText) -> Result<Self, ConfigError> {
+        match t {
+            WarmupText::Steps(n) => Ok(Self::Steps(n)),
+            WarmupText::Ratio(r) => Ok(Self::Ratio(r)),
+            WarmupText::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl std::fmt::Display for Warmup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Steps(n) => write!(f, "{n}"),
+            Self::Ratio(r) => write!(f, "{r}"),
         }
     }
 }
@@ -130,68 +162,103 @@ impl std::str::FromStr for ClassWeights {
     }
 }
 
-/// Everything a training run is configured by; readable from TOML.
+/// Everything a training run is configured by; readable from TOML, and with
+/// feature `cli` the flags of `zhbert train` (`--epochs`, `--lr`, ...; each
+/// field's doc is its help, HF `TrainingArguments`' names are aliases).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Passes over the training set.
+    /// Passes over the training set (presets: their own).
+    #[cfg_attr(feature = "cli", arg(long, visible_alias = "num-train-epochs", default_value_t = TrainConfig::default().epochs))]
     pub epochs: usize,
     /// Stop after this many optimizer steps (overrides `epochs` when smaller).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub max_steps: Option<usize>,
-    /// Sequences per micro-batch.
+    /// Sequences per micro-batch (of all replicas together).
+    #[cfg_attr(feature = "cli", arg(long, visible_alias = "per-device-train-batch-size", default_value_t = TrainConfig::default().batch_size))]
     pub batch_size: usize,
-    /// Longest input in tokens; longer texts are truncated.
+    /// Longest input in tokens; longer texts are truncated (presets: their own).
+    #[cfg_attr(feature = "cli", arg(long, visible_alias = "max-seq-length", default_value_t = TrainConfig::default().max_length))]
     pub max_length: usize,
-    /// Peak learning rate.
+    /// Peak learning rate, in [0, 1] (tiny-zh: 3e-4).
+    #[cfg_attr(feature = "cli", arg(long, visible_alias = "learning-rate", allow_negative_numbers = true, default_value_t = TrainConfig::default().lr))]
     pub lr: f64,
-    /// Decoupled weight decay (not on biases and LayerNorm weights).
+    /// Decoupled weight decay, not on biases and LayerNorm weights (tiny-zh: 0.01).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, default_value_t = TrainConfig::default().weight_decay))]
     pub weight_decay: f64,
     /// AdamW's `beta1` (HF's `adam_beta1`).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, default_value_t = TrainConfig::default().adam_beta1))]
     pub adam_beta1: f64,
     /// AdamW's `beta2` (HF's `adam_beta2`).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, default_value_t = TrainConfig::default().adam_beta2))]
     pub adam_beta2: f64,
     /// AdamW's `eps` (HF's `adam_epsilon`).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, default_value_t = TrainConfig::default().adam_epsilon))]
     pub adam_epsilon: f64,
-    /// Warmup steps or ratio.
+    /// Warmup: optimizer steps (500) or a ratio of all (0.1) (tiny-zh: 0.1).
+    #[cfg_attr(feature = "cli", arg(long, visible_aliases = ["warmup-ratio", "warmup-steps"], allow_negative_numbers = true, default_value_t = TrainConfig::default().warmup))]
     pub warmup: Warmup,
-    /// How the learning rate moves after warmup (HF's `lr_scheduler_type`).
+    /// How the learning rate moves after warmup (HF's `lr_scheduler_type`):
+    /// linear, cosine, constant (no warmup) or constant_with_warmup.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().lr_scheduler))]
     pub lr_scheduler: LrScheduler,
     /// Micro-batches per optimizer step.
+    #[cfg_attr(feature = "cli", arg(long, visible_alias = "gradient-accumulation-steps", default_value_t = TrainConfig::default().grad_accum))]
     pub grad_accum: usize,
-    /// Clip the global gradient norm to this (`None`: no clipping).
+    /// Clip the global gradient norm to this (none: no clipping; the flag and
+    /// TOML take 0 for none) [default: 1].
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub max_grad_norm: Option<f64>,
-    /// Seed of data order, dropout and fresh weights.
+    /// Seed of the split, data order, dropout and fresh weights.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().seed))]
     pub seed: u64,
-    /// Evaluate every N optimizer steps (`None`: at the end of each epoch).
+    /// Evaluate every N optimizer steps [default: at the end of each epoch].
+    #[cfg_attr(feature = "cli", arg(long, visible_alias = "eval-steps"))]
     pub eval_every: Option<usize>,
-    /// Checkpoint every N optimizer steps (`None`: at each evaluation).
+    /// Checkpoint every N optimizer steps [default: at each evaluation].
+    #[cfg_attr(feature = "cli", arg(long, visible_alias = "save-steps"))]
     pub save_every: Option<usize>,
     /// Checkpoints kept besides the best.
+    #[cfg_attr(feature = "cli", arg(long, visible_alias = "save-total-limit", default_value_t = TrainConfig::default().keep_checkpoints))]
     pub keep_checkpoints: usize,
-    /// Stop after this many evaluations without improvement.
+    /// Early stopping: evaluations without improvement.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub patience: Option<usize>,
     /// Stop once the dev `metric` reaches this value (at most it, for loss):
     /// time-to-accuracy runs.
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub stop_at: Option<f64>,
-    /// Metric that chooses the best checkpoint.
+    /// Metric that chooses the best checkpoint: accuracy, macro_f1, micro_f1 or loss.
+    #[cfg_attr(feature = "cli", arg(long, visible_alias = "metric-for-best-model", default_value_t = TrainConfig::default().metric))]
     pub metric: Metric,
-    /// Class weights of the loss.
+    /// Class weights of the loss: auto (n / (k · count), scikit-learn's
+    /// balanced) or a comma-separated list in label order.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub class_weights: Option<ClassWeights>,
-    /// Label smoothing of the loss.
+    /// Label smoothing of the loss, in [0, 1).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, default_value_t = TrainConfig::default().label_smoothing))]
     pub label_smoothing: f32,
-    /// Batch texts of similar length together (HF `group_by_length`).
+    /// Batch texts of similar length together (HF `group_by_length`;
+    /// `--group-by-length` or `--group-by-length false`; tiny-zh: on).
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = TrainConfig::default().group_by_length, action = clap::ArgAction::Set))]
     pub group_by_length: bool,
     /// Log every N optimizer steps when not on a terminal.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().log_every))]
     pub log_every: usize,
-    /// The float type of matmuls and attention (fp32 master weights and
-    /// optimizer state whatever it is); f16 scales the loss dynamically.
+    /// Float type of matmuls and attention: fp32, bf16 or f16 (mixed
+    /// precision: fp32 master weights, optimizer state, softmax, LayerNorm and
+    /// loss; f16 scales the loss dynamically). Needs flex, wgpu or cuda.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().precision))]
     pub precision: Precision,
-    /// f16's first loss scale (`None`: [`LossScaler::INIT`], 2^16).
+    /// f16's first loss scale [default: 65536, as torch's GradScaler].
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub initial_loss_scale: Option<f64>,
-    /// Weight of distillation from a character n-gram teacher
-    /// ([`crate::teacher`]): the loss is `(1 - distill) · CE(labels) +
-    /// distill · CE(teacher's probabilities)`, the teacher's probabilities being
-    /// [`crate::TrainData::soft_targets`]. 0: labels only.
+    /// Distillation weight: (1 - W) x the labels' loss + W x the loss against a
+    /// char 1-3-gram TF-IDF + logistic regression teacher fitted on the training
+    /// set out of fold ([`crate::teacher`]; the probabilities are
+    /// [`crate::TrainData::soft_targets`]); 0: labels only (tiny-zh: 0.5).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, default_value_t = TrainConfig::default().distill))]
     pub distill: f64,
 }
 
