@@ -48,6 +48,7 @@
 //! | `cuda` | | burn's CUDA backend |
 //! | `collective` | yes | data-parallel training over burn-collective ([`parallel`]): several devices, several machines |
 //! | `hub` | yes | model ids fetched from the Hugging Face Hub ([`hub`]) |
+//! | `cli` | | [`TrainConfig`] as clap flags (`#[command(flatten)]`), as `zhbert train` uses it |
 //!
 //! Everything is generic over the backend; the backend features turn on burn's
 //! backend of that name (and zhbert-model's feature).
