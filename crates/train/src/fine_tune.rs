@@ -276,7 +276,8 @@ impl FineTune {
                 None => splits.train.examples.len(),
             };
             // Before the vocabulary, the teacher and the model are built again.
-            if let Some(done) = crate::trainer::finished_run(output, &config, examples) {
+            let batches = examples.div_ceil(config.batch_size);
+            if let Some(done) = crate::trainer::finished_run(output, &config, batches) {
                 return Ok(done);
             }
         }

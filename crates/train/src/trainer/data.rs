@@ -27,6 +27,10 @@ pub enum TrainSet {
         /// Longest input in tokens.
         max_length: usize,
     },
+    /// Batches already padded, with their label ids, taken in this order
+    /// every epoch: a run whose batches are fixed elsewhere (a reference run
+    /// to reproduce step by step, as the parity tests do with PyTorch's).
+    Batches(Vec<(Batch, Vec<usize>)>),
 }
 
 impl From<EncodedDataset> for TrainSet {
@@ -47,6 +51,7 @@ pub(crate) struct TrainBatch {
 pub(crate) enum EpochBatches<'a> {
     Encoded(&'a EncodedDataset, std::vec::IntoIter<Vec<usize>>),
     Streaming(Receiver<StreamedBatch>),
+    Batches(std::iter::Skip<std::slice::Iter<'a, (Batch, Vec<usize>)>>),
 }
 
 impl TrainSet {
@@ -55,7 +60,22 @@ impl TrainSet {
         match self {
             Self::Encoded(d) => d.labels.len(),
             Self::Streaming { data, .. } => data.len(),
+            Self::Batches(b) => b.iter().map(|(_, labels)| labels.len()).sum(),
         }
+    }
+
+    /// Micro-batches of `batch_size` in an epoch.
+    pub(crate) fn batches_per_epoch(&self, batch_size: usize) -> usize {
+        match self {
+            Self::Batches(b) => b.len(),
+            _ => self.len().div_ceil(batch_size),
+        }
+    }
+
+    /// Whether the examples are held encoded in memory (length grouping and
+    /// distillation need them so).
+    pub(crate) fn is_encoded(&self) -> bool {
+        matches!(self, Self::Encoded(_))
     }
 
     /// Whether there are none.
@@ -66,14 +86,9 @@ impl TrainSet {
     /// Examples per label id.
     pub(crate) fn class_counts(&self, k: usize) -> Vec<usize> {
         match self {
-            Self::Encoded(d) => {
-                let mut counts = vec![0usize; k];
-                for &l in &d.labels {
-                    counts[l] += 1;
-                }
-                counts
-            }
+            Self::Encoded(d) => count_labels(&d.labels, k),
             Self::Streaming { data, .. } => data.class_counts.clone(),
+            Self::Batches(b) => count_labels(b.iter().flat_map(|(_, labels)| labels), k),
         }
     }
 
@@ -112,8 +127,18 @@ impl TrainSet {
                     prefetch: 4,
                 },
             )),
+            Self::Batches(b) => EpochBatches::Batches(b.iter().skip(skip)),
         }
     }
+}
+
+/// Examples per label id.
+fn count_labels<'a>(labels: impl IntoIterator<Item = &'a usize>, k: usize) -> Vec<usize> {
+    let mut counts = vec![0usize; k];
+    for &l in labels {
+        counts[l] += 1;
+    }
+    counts
 }
 
 impl EpochBatches<'_> {
@@ -136,6 +161,14 @@ impl EpochBatches<'_> {
                 Ok(TrainBatch {
                     batch,
                     labels,
+                    examples: None,
+                })
+            }
+            Self::Batches(batches) => {
+                let (batch, labels) = batches.next().context("epoch ended early")?;
+                Ok(TrainBatch {
+                    batch: batch.clone(),
+                    labels: labels.clone(),
                     examples: None,
                 })
             }

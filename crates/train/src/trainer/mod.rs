@@ -156,7 +156,8 @@ impl<AB: AutodiffBackend> Trainer<'_, AB> {
     /// [`finished_run`] of the output folder, after checking that its weights
     /// read this tokenizer's ids.
     fn finished_run(&self) -> Result<Option<TrainSummary>> {
-        let Some(summary) = finished_run(self.output, self.config, self.data.train.len()) else {
+        let batches = self.data.train.batches_per_epoch(self.config.batch_size);
+        let Some(summary) = finished_run(self.output, self.config, batches) else {
             return Ok(None);
         };
         if let Some((_, dir)) = list_checkpoints(self.output).pop() {
@@ -167,16 +168,17 @@ impl<AB: AutodiffBackend> Trainer<'_, AB> {
 }
 
 /// The summary of the run in `output` when it has finished: its `eval.json`
-/// is there and says it ran all the steps `config` gives `train_examples`, or
-/// stopped early. A finished run is reported, not trained again.
+/// is there and says it ran all the steps `config` gives `micro_per_epoch`
+/// micro-batches an epoch, or stopped early. A finished run is reported, not
+/// trained again.
 pub fn finished_run(
     output: &Path,
     config: &TrainConfig,
-    train_examples: usize,
+    micro_per_epoch: usize,
 ) -> Option<TrainSummary> {
     let text = std::fs::read_to_string(output.join(EVAL_FILE)).ok()?;
     let summary = serde_json::from_str::<TrainSummary>(&text).ok()?;
-    let total = Schedule::new(config, train_examples).total_steps;
+    let total = Schedule::new(config, micro_per_epoch).total_steps;
     let finished = summary.early_stopped || summary.steps >= total;
     if finished {
         tracing::info!(

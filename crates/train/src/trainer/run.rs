@@ -28,7 +28,7 @@ use super::checkpoint::{
     check_fresh_output, checkpoint_dir, ensure_same_vocabulary, list_checkpoints, load_checkpoint,
     remove_stale, save_checkpoint, TrainerState,
 };
-use super::data::{class_weight_values, TrainBatch, TrainData, TrainSet};
+use super::data::{class_weight_values, TrainBatch, TrainData};
 use super::observer::{EvalRecord, StepRecord, TrainObserver};
 use super::replicas::same_weights_as_main;
 use super::{ensure_precision_supported, stop_requested, TrainError, TrainSummary, Trainer};
@@ -48,8 +48,8 @@ pub(crate) struct Schedule {
 }
 
 impl Schedule {
-    pub(crate) fn new(config: &super::TrainConfig, train_examples: usize) -> Self {
-        let micro_per_epoch = train_examples.div_ceil(config.batch_size);
+    /// The schedule of a run of `config` over `micro_per_epoch` micro-batches an epoch.
+    pub(crate) fn new(config: &super::TrainConfig, micro_per_epoch: usize) -> Self {
         let steps_per_epoch = micro_per_epoch.div_ceil(config.grad_accum);
         let all = config.epochs * steps_per_epoch;
         let total_steps = config.max_steps.map_or(all, |m| m.min(all));
@@ -93,9 +93,9 @@ fn soft_targets<'a>(data: &'a TrainData, distill: f64) -> Result<Option<&'a [Vec
     if distill <= 0.0 {
         return Ok(None);
     }
-    if matches!(data.train, TrainSet::Streaming { .. }) {
+    if !data.train.is_encoded() {
         bail!(
-            "distillation needs the training set in memory: it cannot be combined with streaming"
+            "distillation needs the training set encoded in memory: it cannot be combined with streaming or fixed batches"
         );
     }
     let k = data.labels.len();
@@ -118,8 +118,8 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
         let (config, data, out) = (job.config, job.data, job.output);
         config.validate()?;
         ensure_precision_supported::<AB>(config.precision, job.device)?;
-        if config.group_by_length && matches!(data.train, TrainSet::Streaming { .. }) {
-            bail!("length grouping needs the training set in memory: it cannot be combined with streaming");
+        if config.group_by_length && !data.train.is_encoded() {
+            bail!("length grouping needs the training set encoded in memory: it cannot be combined with streaming or fixed batches");
         }
         // Every check before the output folder is made: a refused run leaves nothing.
         let loss_options = CrossEntropyOptions {
@@ -163,7 +163,7 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
             opt,
             grads: GradAccumulator::default(),
             state,
-            schedule: Schedule::new(config, data.train.len()),
+            schedule: Schedule::new(config, data.train.batches_per_epoch(config.batch_size)),
             loss_options,
             soft_targets,
             params,
