@@ -342,18 +342,7 @@ pub fn out_of_fold_probabilities(
     if folds < 2 || texts.len() < folds {
         bail!("distillation needs at least {folds} training texts for {folds} teacher folds");
     }
-    // Stratified: each label's examples, shuffled, dealt round-robin.
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut fold_of = vec![0usize; texts.len()];
-    let mut dealt = 0;
-    for class in 0..classes {
-        let mut members: Vec<usize> = (0..texts.len()).filter(|&i| labels[i] == class).collect();
-        members.shuffle(&mut rng);
-        for i in members {
-            fold_of[i] = dealt % folds;
-            dealt += 1;
-        }
-    }
+    let fold_of = teacher_folds(labels, classes, folds, seed);
     let mut out = vec![Vec::new(); texts.len()];
     for fold in 0..folds {
         let (fit, held): (Vec<usize>, Vec<usize>) =
@@ -369,6 +358,24 @@ pub fn out_of_fold_probabilities(
         }
     }
     Ok(out)
+}
+
+/// The fold of each example, stratified by label as sklearn's
+/// `StratifiedKFold`: each label's examples, shuffled by `seed`, dealt
+/// round-robin over `folds`.
+pub fn teacher_folds(labels: &[usize], classes: usize, folds: usize, seed: u64) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut fold_of = vec![0usize; labels.len()];
+    let mut dealt = 0;
+    for class in 0..classes {
+        let mut members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        members.shuffle(&mut rng);
+        for i in members {
+            fold_of[i] = dealt % folds;
+            dealt += 1;
+        }
+    }
+    fold_of
 }
 
 /// Folds of the teacher in [`distillation_targets`].
