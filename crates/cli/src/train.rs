@@ -47,6 +47,10 @@ pub struct TrainArgs {
     /// Column or field of the label.
     #[arg(long)]
     label_column: Option<String>,
+    /// Multi-label CSV/TSV: the separator of a cell's labels ("|":
+    /// `sports|finance`; an empty cell is no label); makes the run multi-label.
+    #[arg(long)]
+    label_separator: Option<String>,
     /// Malformed rows: fail (default) or skip.
     #[arg(long, value_parser = ["fail", "skip"])]
     on_bad_row: Option<String>,
@@ -146,6 +150,7 @@ impl TrainArgs {
                 text_column,
                 text_pair_column,
                 label_column,
+                label_separator,
                 on_bad_row,
                 split,
                 pretrain_epochs,
@@ -212,6 +217,7 @@ impl TrainArgs {
                 text: self.text_column.clone().unwrap_or_else(|| "text".into()),
                 text_pair: self.text_pair_column.clone(),
                 label: self.label_column.clone().unwrap_or_else(|| "label".into()),
+                label_separator: self.label_separator.clone(),
             })
             .skip_bad_rows(self.on_bad_row.as_deref() == Some("skip"))
             .split(self.split.unwrap_or(0.1))
@@ -348,11 +354,16 @@ fn print_summary(summary: &TrainSummary, output: &Path) {
             ""
         }
     );
+    // Single-label's line as it always was; the other tasks' headline figures.
+    let line = |m: &zhbert_train::EvalMetrics| match (m.samples_f1, m.mse) {
+        (None, None) => format!("accuracy {:.4} macro F1 {:.4}", m.accuracy, m.macro_f1),
+        _ => m.headline(),
+    };
     if let Some(d) = &summary.dev {
-        println!("dev accuracy {:.4} macro F1 {:.4}", d.accuracy, d.macro_f1);
+        println!("dev {}", line(d));
     }
     if let Some(t) = &summary.test {
-        println!("test accuracy {:.4} macro F1 {:.4}", t.accuracy, t.macro_f1);
+        println!("test {}", line(t));
     }
     println!(
         "model, metrics.jsonl, eval.json and plots in {}",

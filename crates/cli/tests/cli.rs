@@ -2,31 +2,16 @@
 //! the logits against PyTorch; bad input gives one line and a non-zero exit.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+mod common;
+use common::{zhbert, zhbert_ok};
 
 use burn::backend::Flex;
 use zhbert_model::{load_classifier, load_weights_file, save_classifier, LoadOptions};
-use zhbert_testkit::{fixtures, minilm_dir};
+use zhbert_testkit::{fixtures, minilm_dir, tiny_char_model};
 use zhbert_tokenizer::BertTokenizer;
 
-fn zhbert(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zhbert"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-/// Runs zhbert and fails the test, with its stderr, unless it succeeds.
-fn zhbert_ok(args: &[&str]) -> Output {
-    let run = zhbert(args);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    run
-}
 
 fn f32s(path: &Path, name: &str) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap();
@@ -320,22 +305,7 @@ fn convert_pytorch_bin_gives_the_same_tensors_as_safetensors() {
 /// so that training runs take seconds, and 400 labelled texts from its characters.
 fn tiny_model_and_data(dir: &Path) -> (PathBuf, PathBuf) {
     let model = dir.join("tiny");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixtures().join("tiny-bert").join(f), model.join(f)).unwrap();
-    }
-    let vocab: Vec<String> =
-        std::fs::read_to_string(fixtures().join("tokenizer/zh_char_vocab.txt"))
-            .unwrap()
-            .lines()
-            .take(128)
-            .map(String::from)
-            .collect();
-    std::fs::write(model.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
-    let chars: Vec<&String> = vocab[5..]
-        .iter()
-        .filter(|t| t.chars().all(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)))
-        .collect();
+    let chars = tiny_char_model(&model);
     let labels = ["negative", "neutral", "positive"];
     let mut csv = String::from("text,label\n");
     for i in 0..400 {

@@ -17,8 +17,89 @@ pub struct Example {
     pub text: String,
     /// The second text of a pair task.
     pub text_pair: Option<String>,
-    /// Index into [`Dataset::labels`].
+    /// Index into [`Dataset::labels`] (single-label; 0 for the other tasks).
     pub label: usize,
+    /// What else the example is labelled with, by task ([`Target::Class`]
+    /// for single-label: the class is `label`).
+    pub target: Target,
+}
+
+/// The kind of labels a dataset holds (HF's `problem_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Task {
+    /// One label per text.
+    #[default]
+    SingleLabel,
+    /// Any number of labels per text (a list, possibly empty).
+    MultiLabel,
+    /// One real value per text.
+    Regression,
+}
+
+/// An example's labels beyond [`Example::label`].
+#[derive(Debug, Clone, Default)]
+pub enum Target {
+    /// Single-label: the class is [`Example::label`].
+    #[default]
+    Class,
+    /// Multi-label: ids into [`Dataset::labels`], sorted, without repeats;
+    /// empty for a text with no label.
+    Labels(Vec<usize>),
+    /// Regression: the value.
+    Value(f32),
+}
+
+impl Target {
+    /// The float targets of the head's `k` outputs: the multi-hot row
+    /// (multi-label), the value (regression); `None` for single-label.
+    pub fn row(&self, k: usize) -> Option<Vec<f32>> {
+        match self {
+            Self::Class => None,
+            Self::Labels(ids) => {
+                let mut row = vec![0.0; k];
+                for &i in ids {
+                    row[i] = 1.0;
+                }
+                Some(row)
+            }
+            Self::Value(v) => Some(vec![*v]),
+        }
+    }
+
+    /// The task this target belongs to.
+    pub fn task(&self) -> Task {
+        match self {
+            Self::Class => Task::SingleLabel,
+            Self::Labels(_) => Task::MultiLabel,
+            Self::Value(_) => Task::Regression,
+        }
+    }
+}
+
+// By bits for values: duplicates are rows written the same, and NaN never
+// gets here (a regression label must be a finite number).
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Class, Self::Class) => true,
+            (Self::Labels(a), Self::Labels(b)) => a == b,
+            (Self::Value(a), Self::Value(b)) => a.to_bits() == b.to_bits(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Target {}
+
+impl std::hash::Hash for Target {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Self::Class => {}
+            Self::Labels(ids) => ids.hash(state),
+            Self::Value(v) => v.to_bits().hash(state),
+        }
+    }
 }
 
 /// Where the text and label are in each record.
@@ -30,6 +111,10 @@ pub struct Columns {
     pub text_pair: Option<String>,
     /// Column of the label.
     pub label: String,
+    /// Multi-label CSV/TSV: the labels of a cell are separated by this
+    /// (`"|"`: `sports|finance`; an empty cell is no label). Giving it makes
+    /// the data multi-label.
+    pub label_separator: Option<String>,
 }
 
 impl Default for Columns {
@@ -38,6 +123,7 @@ impl Default for Columns {
             text: "text".into(),
             text_pair: None,
             label: "label".into(),
+            label_separator: None,
         }
     }
 }
@@ -117,6 +203,12 @@ pub struct ReadOptions {
     /// The label set when it is already known (dev and test files): any other
     /// label is a bad row. `None` collects the labels from the file.
     pub known_labels: Option<Vec<String>>,
+    /// The task, when it is given (`--problem-type`) or known (dev and test
+    /// files of a run); `None` tells it from the file: a list-valued label
+    /// field or a label separator is multi-label, a label column with a
+    /// number that is not an integer (`3.5`) is regression, anything else
+    /// single-label.
+    pub task: Option<Task>,
 }
 
 /// What loading a file found and did.
@@ -134,13 +226,20 @@ pub struct HygieneReport {
     pub conflicting_texts_dropped: usize,
     /// Rows whose text was empty or only whitespace, dropped.
     pub empty_dropped: usize,
-    /// Examples kept per label.
+    /// Examples kept per label (multi-label: texts carrying each label;
+    /// regression: the examples, under the label column's name).
     pub class_counts: BTreeMap<String, usize>,
+    /// Multi-label: texts kept by their number of labels (empty otherwise).
+    pub labels_per_text: BTreeMap<usize, usize>,
 }
 
 impl fmt::Display for HygieneReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kept: usize = self.class_counts.values().sum();
+        let kept: usize = if self.labels_per_text.is_empty() {
+            self.class_counts.values().sum()
+        } else {
+            self.labels_per_text.values().sum()
+        };
         write!(
             f,
             "{}: {} rows read, {} kept; {} duplicates removed, {} conflicting texts dropped, {} empty dropped, {} bad rows skipped; classes: {}",
@@ -156,7 +255,16 @@ impl fmt::Display for HygieneReport {
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect::<Vec<_>>()
                 .join(", ")
-        )
+        )?;
+        if !self.labels_per_text.is_empty() {
+            let per_text: Vec<String> = self
+                .labels_per_text
+                .iter()
+                .map(|(n, texts)| format!("{n}: {texts}"))
+                .collect();
+            write!(f, "; labels per text: {}", per_text.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -170,11 +278,33 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Examples per label, in label order.
+    /// Examples per label, in label order (multi-label: texts carrying each
+    /// label; regression: all examples, on its one output).
     pub fn class_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.labels.len()];
         for e in &self.examples {
-            counts[e.label] += 1;
+            match &e.target {
+                Target::Labels(ids) => ids.iter().for_each(|&i| counts[i] += 1),
+                _ => counts[e.label] += 1,
+            }
+        }
+        counts
+    }
+
+    /// The task of the examples (single-label when there are none).
+    pub fn task(&self) -> Task {
+        self.examples
+            .first()
+            .map_or(Task::SingleLabel, |e| e.target.task())
+    }
+
+    /// Multi-label: texts by their number of labels (empty for other tasks).
+    pub fn labels_per_text(&self) -> BTreeMap<usize, usize> {
+        let mut counts = BTreeMap::new();
+        for e in &self.examples {
+            if let Target::Labels(ids) = &e.target {
+                *counts.entry(ids.len()).or_insert(0) += 1;
+            }
         }
         counts
     }
@@ -186,6 +316,8 @@ pub(crate) struct Row {
     pub(crate) text: String,
     pub(crate) text_pair: Option<String>,
     pub(crate) label: String,
+    /// A list-valued label field (JSONL `"labels": ["A", "C"]`).
+    pub(crate) list: Option<Vec<String>>,
 }
 
 /// Turns raw rows into examples: label names (or `class.txt` ids) to label ids,
@@ -197,6 +329,10 @@ pub(crate) struct Labeler<'a> {
     index: HashMap<String, usize>,
     /// Labels are ids into `class.txt` (its length).
     class_ids: Option<usize>,
+    /// What a row's label field holds.
+    task: Task,
+    /// Multi-label: the separator of the labels in one field.
+    separator: Option<String>,
 }
 
 impl<'a> Labeler<'a> {
@@ -215,7 +351,20 @@ impl<'a> Labeler<'a> {
                 .collect(),
             labels,
             class_ids: class_txt.filter(|_| !known_labels).map(|c| c.len()),
+            task: Task::SingleLabel,
+            separator: None,
         }
+    }
+
+    /// The labeler of rows of `task` (labels split at `separator` for multi-label).
+    pub(crate) fn with_task(mut self, task: Task, separator: Option<String>) -> Self {
+        if task != Task::SingleLabel {
+            // `class.txt` ids are single-label's.
+            self.class_ids = None;
+        }
+        self.task = task;
+        self.separator = separator;
+        self
     }
 
     /// The labeler of a file whose rows carry the labels `seen`: label names
@@ -237,6 +386,51 @@ impl<'a> Labeler<'a> {
         row: Row,
         report: &mut HygieneReport,
     ) -> Result<Option<Example>, DataError> {
+        let (label, target) = match self.task {
+            Task::SingleLabel => (self.class_of(&row)?, Target::Class),
+            Task::MultiLabel => (0, Target::Labels(self.label_ids(&row)?)),
+            Task::Regression => (0, Target::Value(value_of(self.path, &row)?)),
+        };
+        if row.text.trim().is_empty() {
+            report.empty_dropped += 1;
+            return Ok(None);
+        }
+        Ok(Some(Example {
+            text: row.text,
+            text_pair: row.text_pair,
+            label,
+            target,
+        }))
+    }
+
+    /// Multi-label: the sorted ids of a row's labels; an error naming file and
+    /// line for one it does not know.
+    fn label_ids(&self, row: &Row) -> Result<Vec<usize>, DataError> {
+        let mut ids = Vec::new();
+        for name in label_list(row, self.separator.as_deref()) {
+            let Some(&id) = self.index.get(name.as_str()) else {
+                let message = format!(
+                    "unknown label {name:?} (known: {})",
+                    self.labels.join(", ")
+                );
+                return Err(bad(self.path, row.line, message));
+            };
+            ids.push(id);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Single-label: the class id of a row.
+    fn class_of(&self, row: &Row) -> Result<usize, DataError> {
+        if row.list.is_some() {
+            return Err(bad(
+                self.path,
+                row.line,
+                "the label field holds a list, but the data is not multi-label (the training data has one label per text)",
+            ));
+        }
         let id = match self.class_ids {
             Some(n) => row.label.parse::<usize>().ok().filter(|&i| i < n),
             None => self.index.get(row.label.as_str()).copied(),
@@ -252,15 +446,71 @@ impl<'a> Labeler<'a> {
             };
             return Err(bad(self.path, row.line, message));
         };
-        if row.text.trim().is_empty() {
-            report.empty_dropped += 1;
-            return Ok(None);
-        }
-        Ok(Some(Example {
-            text: row.text,
-            text_pair: row.text_pair,
-            label,
-        }))
+        Ok(label)
+    }
+}
+
+/// The label names of a multi-label row: its list, or its field split at
+/// `separator` (an empty field is no label).
+pub(crate) fn label_list(row: &Row, separator: Option<&str>) -> Vec<String> {
+    if let Some(list) = &row.list {
+        return list.clone();
+    }
+    let field = row.label.trim();
+    match separator {
+        _ if field.is_empty() => Vec::new(),
+        Some(sep) => field
+            .split(sep)
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        None => vec![field.to_string()],
+    }
+}
+
+/// Regression: a row's value, or an error naming file and line.
+fn value_of(path: &Path, row: &Row) -> Result<f32, DataError> {
+    let v = row.label.trim();
+    match v.parse::<f32>() {
+        Ok(x) if x.is_finite() && row.list.is_none() => Ok(x),
+        _ => Err(bad(
+            path,
+            row.line,
+            format!("label {v:?} is not a number (a regression label column holds numbers only)"),
+        )),
+    }
+}
+
+/// Whether a label is a number that is not an integer (`3.5`): what makes a
+/// label column a regression target.
+fn is_fraction(label: &str) -> bool {
+    let l = label.trim();
+    l.parse::<i64>().is_err() && l.parse::<f64>().is_ok_and(f64::is_finite)
+}
+
+/// The task of a file's rows: given, or told from them ([`ReadOptions::task`]).
+fn task_of(rows: &[Row], options: &ReadOptions) -> Task {
+    if let Some(task) = options.task {
+        return task;
+    }
+    if options.columns.label_separator.is_some() || rows.iter().any(|r| r.list.is_some()) {
+        Task::MultiLabel
+    } else if rows.iter().any(|r| is_fraction(&r.label)) {
+        Task::Regression
+    } else {
+        Task::SingleLabel
+    }
+}
+
+/// The label names a file's rows use, by task: each row's label, each label
+/// of each row's list, or (regression) the label column's name.
+fn labels_seen(rows: &[Row], task: Task, options: &ReadOptions) -> HashSet<String> {
+    let separator = options.columns.label_separator.as_deref();
+    match task {
+        Task::SingleLabel => rows.iter().map(|r| r.label.clone()).collect(),
+        Task::MultiLabel => rows.iter().flat_map(|r| label_list(r, separator)).collect(),
+        Task::Regression => HashSet::from([options.columns.label.clone()]),
     }
 }
 
@@ -331,12 +581,14 @@ pub fn read_dataset(
         rows.push(row);
         Ok(())
     })?;
+    let task = task_of(&rows, options);
     let labeler = Labeler::for_file(
         path,
-        rows.iter().map(|r| r.label.clone()).collect(),
+        labels_seen(&rows, task, options),
         class_txt.as_ref(),
         options,
-    );
+    )
+    .with_task(task, options.columns.label_separator.clone());
     let mut examples = Vec::with_capacity(rows.len());
     for row in rows {
         match labeler.example(row, &mut report) {
@@ -351,6 +603,7 @@ pub fn read_dataset(
     for (name, n) in dataset.labels.iter().zip(dataset.class_counts()) {
         report.class_counts.insert(name.clone(), n);
     }
+    report.labels_per_text = dataset.labels_per_text();
     if dataset.examples.is_empty() {
         return Err(DataError::File {
             path: path.into(),
@@ -367,12 +620,12 @@ pub fn clean(mut examples: Vec<Example>, report: &mut HygieneReport) -> Vec<Exam
     let before = examples.len();
     examples.retain(|e| seen.insert(e.clone()));
     report.duplicates_removed += before - examples.len();
-    let mut labels_of: HashMap<(&str, Option<&str>), HashSet<usize>> = HashMap::new();
+    let mut labels_of: HashMap<(&str, Option<&str>), HashSet<(usize, &Target)>> = HashMap::new();
     for e in &examples {
         labels_of
             .entry((e.text.as_str(), e.text_pair.as_deref()))
             .or_default()
-            .insert(e.label);
+            .insert((e.label, &e.target));
     }
     let conflicting: HashSet<(String, Option<String>)> = labels_of
         .into_iter()
@@ -439,6 +692,7 @@ fn read_delimited(
                     .map(|i| field(i, c.text_pair.as_deref().unwrap()))
                     .transpose()?,
                 label: field(label_col, &c.label)?.trim().to_string(),
+                list: None,
             })
         })();
         match parsed {
@@ -475,11 +729,34 @@ fn read_jsonl(
                 )),
                 None => Err(bad(path, line, no_field(name, &value))),
             };
+            // A list-valued label field is multi-label: `["A", "C"]`, or `[]`.
+            let list = match value.get(&c.label) {
+                Some(serde_json::Value::Array(items)) => Some(
+                    items
+                        .iter()
+                        .map(|item| match item {
+                            serde_json::Value::String(s) => Ok(s.clone()),
+                            serde_json::Value::Number(n) => Ok(n.to_string()),
+                            other => Err(bad(
+                                path,
+                                line,
+                                format!("field {:?} holds {other}, not a label name or number", c.label),
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                _ => None,
+            };
             Ok(Some(Row {
                 line,
                 text: string(&c.text)?,
                 text_pair: c.text_pair.as_deref().map(string).transpose()?,
-                label: string(&c.label)?,
+                label: if list.is_some() {
+                    String::new()
+                } else {
+                    string(&c.label)?
+                },
+                list,
             }))
         });
         match parsed {
@@ -512,6 +789,7 @@ fn read_text_tab(
                 text: t.to_string(),
                 text_pair: None,
                 label: label.trim().to_string(),
+                list: None,
             }))
         });
         match parsed {

@@ -12,6 +12,9 @@ pub struct EncodedDataset {
     pub encoded: Vec<Encoded>,
     /// Label id per example.
     pub labels: Vec<usize>,
+    /// Multi-label and regression: the float targets of each example (its
+    /// multi-hot row, or its value); `None` for single-label.
+    pub targets: Option<Vec<Vec<f32>>>,
     /// Examples longer than `max_length`.
     pub truncated: usize,
     /// Tokens cut from them in all.
@@ -51,6 +54,11 @@ pub fn encode_dataset(
     let tokens_cut = encoded.iter().map(|e| e.truncated_tokens).sum();
     Ok(EncodedDataset {
         labels: data.examples.iter().map(|e| e.label).collect(),
+        targets: data
+            .examples
+            .iter()
+            .map(|e| e.target.row(data.labels.len()))
+            .collect(),
         encoded,
         truncated,
         tokens_cut,

@@ -117,6 +117,7 @@ mod tests {
                     text: format!("{label}-{i}"),
                     text_pair: None,
                     label,
+                    target: Default::default(),
                 });
             }
         }

@@ -204,6 +204,7 @@ fn label_ids(
             text: "-".into(),
             text_pair: None,
             label: label.clone(),
+            list: None,
         };
         ids.push(match labeler.example(row, report) {
             Ok(example) => example.map(|e| e.label),

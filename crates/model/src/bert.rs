@@ -10,12 +10,13 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
-use burn::tensor::activation::{gelu, gelu_approximate, log_softmax, relu, softmax};
+use burn::tensor::activation::{gelu, gelu_approximate, log_softmax, relu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
+use crate::attention::{has_fused_kernel, self_attention, AttentionShape};
 use crate::config::{BertConfig, HiddenAct};
-use crate::precision::{linear, to_compute};
+use crate::precision::{autocast_active, linear, to_compute};
 
 /// Added to the attention scores of padding positions. Large enough that their
 /// softmax weight is exactly 0 in f32, small enough to stay finite in f16.
@@ -185,38 +186,29 @@ impl<B: Backend> BertSelfAttention<B> {
     /// [`Self::forward`] on `[batch * seq, hidden]` rows: each projection is
     /// one 2-D matmul, and its weight gradient one `xᵀ·dy` over all tokens
     /// (burn's linear on 3-D input makes a batched matmul whose weight
-    /// gradient is `batch` partial products summed afterwards).
+    /// gradient is `batch` partial products summed afterwards). The attention
+    /// itself is one op ([`crate::attention`]) that reads the heads from these
+    /// rows without splitting them where the backend allows.
     pub fn forward_tokens(
         &self,
         x: Tensor<B, 2>,
         batch: usize,
         mask_bias: Option<Tensor<B, 4>>,
     ) -> Tensor<B, 2> {
-        let [tokens, h] = x.dims();
-        let l = tokens / batch;
         // The residual stream's type: scores return to it for the softmax, and
         // the output for the residual sum (a no-op outside autocast).
         let full = x.dtype();
-        let heads = |t: Tensor<B, 2>| {
-            t.reshape([batch, l, self.num_heads, self.head_dim])
-                .swap_dims(1, 2)
+        let shape = AttentionShape {
+            batch,
+            heads: self.num_heads,
+            scale: (self.head_dim as f64).sqrt().recip(),
+            dropout: self.dropout.prob,
+            float: full,
         };
-        let scale = (self.head_dim as f64).sqrt().recip();
-        // Scaled before the product: q is head_dim/seq the size of the scores.
-        let q = heads(linear(&self.query, x.clone()).mul_scalar(scale));
-        let k = heads(linear(&self.key, x.clone()));
-        let v = heads(linear(&self.value, x));
-        // [b, heads, l, l]: one batched matmul for every head.
-        let mut scores = q.matmul(k.swap_dims(2, 3)).cast(full);
-        if let Some(bias) = mask_bias {
-            scores = scores + bias;
-        }
-        let probs = to_compute(self.dropout.forward(softmax(scores, 3)));
-        probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([tokens, h])
-            .cast(full)
+        let q = linear(&self.query, x.clone());
+        let k = linear(&self.key, x.clone());
+        let v = linear(&self.value, x);
+        self_attention(q, k, v, mask_bias, shape).cast(full)
     }
 }
 
@@ -464,8 +456,10 @@ impl<B: Backend> BertModel<B> {
             // CPU backends add a [b, 1, 1, l] broadcast element by element
             // (burn-flex has no fast path for it), 12% of a MiniLM forward when
             // done in every layer. Expanded once to [b, heads, l, l] it is a
-            // plain in-place add; past 64 MiB the broadcast is kept.
-            if b * heads * l * l <= MASK_MATERIALIZE_MAX {
+            // plain in-place add; past 64 MiB the broadcast is kept. zhbert's
+            // attention kernel reads the broadcast mask as it is.
+            let kernel = has_fused_kernel::<B>() && !autocast_active();
+            if !kernel && b * heads * l * l <= MASK_MATERIALIZE_MAX {
                 Tensor::zeros([b, heads, l, l], &device) + bias
             } else {
                 bias

@@ -38,9 +38,11 @@
 //! | --- | --- |
 //! | [`config`] | `config.json` ([`BertConfig`]) |
 //! | [`bert`] | the model, one file, named like HF's keys |
+//! | [`attention`] | the attention op: zhbert's CPU kernel with its own backward, burn's fused op |
 //! | [`checkpoint`] | import and export of HF weights, [`LoadReport`] |
 //! | [`precision`] | mixed precision: matmuls in bf16 or f16 inside [`autocast`] |
 
+pub mod attention;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;

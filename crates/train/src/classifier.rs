@@ -25,6 +25,7 @@ use burn::tensor::backend::Backend;
 use zhbert_data::Dataset;
 use zhbert_model::{
     load_classifier, BertConfig, BertForSequenceClassification, LoadOptions, LoadReport,
+    ProblemType,
 };
 use zhbert_tokenizer::BertTokenizer;
 
@@ -102,11 +103,25 @@ pub struct ClassPrediction {
     pub logits: Vec<f32>,
     /// Tokens cut because the input was longer than the max length (0: none).
     pub truncated_tokens: usize,
+    /// Multi-label: the names of the labels whose probability is over their
+    /// threshold ([`Classifier::thresholds`]), most probable first (possibly
+    /// none). Single-label: the label; regression: empty.
+    pub labels_over_threshold: Vec<String>,
     labels: Arc<[String]>,
 }
 
 impl ClassPrediction {
-    fn new(p: Prediction, labels: &Arc<[String]>) -> Self {
+    fn new(p: Prediction, labels: &Arc<[String]>, thresholds: &[f32], problem: ProblemType) -> Self {
+        let labels_over_threshold = match problem {
+            ProblemType::SingleLabelClassification => vec![labels[p.label].clone()],
+            ProblemType::MultiLabelClassification => {
+                crate::tasks::labels_over(&p.probs, thresholds)
+                    .into_iter()
+                    .map(|i| labels[i].clone())
+                    .collect()
+            }
+            ProblemType::Regression => Vec::new(),
+        };
         Self {
             label: labels[p.label].clone(),
             score: p.probs[p.label],
@@ -114,6 +129,7 @@ impl ClassPrediction {
             probs: p.probs,
             logits: p.logits,
             truncated_tokens: p.truncated_tokens,
+            labels_over_threshold,
             labels: Arc::clone(labels),
         }
     }
@@ -144,6 +160,7 @@ impl fmt::Debug for ClassPrediction {
             .field("probs", &self.probs)
             .field("logits", &self.logits)
             .field("truncated_tokens", &self.truncated_tokens)
+            .field("labels_over_threshold", &self.labels_over_threshold)
             .finish()
     }
 }
@@ -158,6 +175,8 @@ pub struct Classifier<B: Backend> {
     config: BertConfig,
     labels: Arc<[String]>,
     inference: InferenceOptions,
+    /// Multi-label: one decision threshold per label.
+    thresholds: Vec<f32>,
     device: B::Device,
     dir: Option<PathBuf>,
     load_report: Option<LoadReport>,
@@ -211,6 +230,9 @@ impl<B: Backend> Classifier<B> {
         if let Some(n) = options.pad_to_multiple_of {
             classifier = classifier.with_pad_to_multiple_of(n);
         }
+        if let Some(thresholds) = crate::tasks::Thresholds::load(&dir, &classifier.labels)? {
+            classifier.thresholds = thresholds;
+        }
         classifier.dir = Some(dir);
         classifier.load_report = Some(report);
         Ok(classifier)
@@ -238,6 +260,7 @@ impl<B: Backend> Classifier<B> {
             tokenizer,
             labels: config.labels().into(),
             inference: InferenceOptions::for_config(&config),
+            thresholds: vec![0.5; config.num_labels()],
             config,
             device: device.clone(),
             dir: None,
@@ -322,7 +345,10 @@ impl<B: Backend> Classifier<B> {
         )?;
         Ok(predictions
             .into_iter()
-            .map(|p| ClassPrediction::new(p, &self.labels))
+            .map(|p| {
+                let problem = self.inference.problem_type;
+                ClassPrediction::new(p, &self.labels, &self.thresholds, problem)
+            })
             .collect())
     }
 
@@ -334,10 +360,15 @@ impl<B: Backend> Classifier<B> {
         if data.examples.is_empty() {
             bail!("no examples to evaluate");
         }
+        // A regression target is a value, whatever its column is called.
+        let regression = self.inference.problem_type == ProblemType::Regression;
         let to_model: Vec<usize> = data
             .labels
             .iter()
             .map(|name| {
+                if regression {
+                    return Ok(0);
+                }
                 self.labels.iter().position(|l| l == name).with_context(|| {
                     format!(
                         "the data has the label {name:?}, which the model does not know (its labels: {})",
@@ -352,14 +383,49 @@ impl<B: Backend> Classifier<B> {
         for label in &mut encoded.labels {
             *label = to_model[*label];
         }
-        crate::inference::evaluate(
+        let task = crate::tasks::EvalTask {
+            problem_type: self.inference.problem_type,
+            thresholds: self.thresholds.clone(),
+        };
+        if task.problem_type == ProblemType::MultiLabelClassification {
+            // The data's multi-hot columns in the model's label order.
+            for row in encoded.targets.iter_mut().flatten() {
+                let mut ordered = vec![0.0; self.labels.len()];
+                for (j, &y) in row.iter().enumerate() {
+                    ordered[to_model[j]] = y;
+                }
+                *row = ordered;
+            }
+        }
+        crate::inference::evaluate_task(
             &self.model,
             &self.tokenizer,
             &encoded,
             &self.labels,
+            &task,
             self.inference.batch_size,
             &self.device,
         )
+    }
+
+    /// Multi-label: the decision threshold of each label, in label order
+    /// (`thresholds.json` of the model folder, else 0.5 each).
+    pub fn thresholds(&self) -> &[f32] {
+        &self.thresholds
+    }
+
+    /// Multi-label: one threshold for every label, in (0, 1).
+    pub fn with_threshold(mut self, threshold: f32) -> Result<Self> {
+        if !(threshold > 0.0 && threshold < 1.0) {
+            bail!("threshold {threshold}: must be in (0, 1)");
+        }
+        self.thresholds = vec![threshold; self.labels.len()];
+        Ok(self)
+    }
+
+    /// What the model's head is trained for (its config's `problem_type`).
+    pub fn problem_type(&self) -> ProblemType {
+        self.inference.problem_type
     }
 
     /// Label names, in id order (the config's `id2label`).

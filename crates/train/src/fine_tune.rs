@@ -28,9 +28,11 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use zhbert_data::{
     encode_dataset, read_dataset, stratified_split, BadRows, Columns, Dataset, EncodedDataset,
-    ReadOptions, StreamingDataset,
+    ReadOptions, StreamingDataset, Target, Task,
 };
-use zhbert_model::{load_classifier, BertConfig, BertForSequenceClassification, LoadOptions};
+use zhbert_model::{
+    load_classifier, BertConfig, BertForSequenceClassification, LoadOptions, ProblemType,
+};
 use zhbert_tokenizer::BertTokenizer;
 
 use crate::parallel::Replica;
@@ -266,10 +268,13 @@ impl FineTune {
         device: &AB::Device,
         replica: &Replica,
     ) -> Result<TrainSummary> {
-        let config = self.train_config()?;
+        let mut config = self.train_config()?;
         let output = self.output_dir()?;
         AB::seed(device, config.seed);
         let splits = self.read_splits(&config)?;
+        let problem = problem_for(&mut config, &splits.train);
+        // Before a model is built: settings this problem type has no use for.
+        crate::tasks::check_problem(&config, problem)?;
         if self.resume && replica.world == 1 {
             let examples = match &splits.streamed {
                 Some(data) => data.len(),
@@ -281,13 +286,17 @@ impl FineTune {
                 return Ok(done);
             }
         }
-        let ((tokenizer, model, model_config), pretraining) = match self.preset() {
+        let ((tokenizer, model, mut model_config), pretraining) = match self.preset() {
             Some(p) => self.fresh_preset::<AB>(&p, &config, &splits.train, device)?,
             None => (
                 self.pretrained::<AB>(&config, &splits.train.labels, device)?,
                 None,
             ),
         };
+        // HF's name in config.json; single-label leaves it unset, as before.
+        if problem != ProblemType::SingleLabelClassification {
+            model_config.problem_type = Some(problem);
+        }
         let data = self.encode(&config, splits, &tokenizer)?;
         let mut summary = train_replica::<AB>(
             model,
@@ -310,11 +319,16 @@ impl FineTune {
             .train
             .as_ref()
             .context("no training data: call .train_file(path) or .train_data(dataset)")?;
-        let (all, streamed) = self.read_train(source)?;
+        let forced = config.problem_type.map(crate::tasks::task_of);
+        let (all, streamed) = self.read_train(source, forced)?;
         let name = source
             .path()
             .map_or("the training data".into(), |p| p.display().to_string());
-        if let [only] = all.labels.as_slice() {
+        let task = all.task();
+        if all.labels.is_empty() {
+            bail!("{name}: no text carries a label; a multi-label classifier needs at least one");
+        }
+        if let (Task::SingleLabel, [only]) = (task, all.labels.as_slice()) {
             // HF reads `num_labels: 1` as a regression head, so a one-label
             // training set would save a model that `transformers` misreads.
             bail!("{name}: every example has the label {only:?}; a classifier needs at least two labels");
@@ -340,12 +354,12 @@ impl FineTune {
             dev: self
                 .dev
                 .as_ref()
-                .map(|d| self.read(d, Some(labels)))
+                .map(|d| self.read(d, Some(labels), Some(task)))
                 .transpose()?,
             test: self
                 .test
                 .as_ref()
-                .map(|d| self.read(d, Some(labels)))
+                .map(|d| self.read(d, Some(labels), Some(task)))
                 .transpose()?,
             train: all,
             streamed,
@@ -353,9 +367,16 @@ impl FineTune {
     }
 
     /// The training data, or for streaming its scan (and a dataset of its labels only).
-    fn read_train(&self, source: &DataSource) -> Result<(Dataset, Option<Arc<StreamingDataset>>)> {
+    fn read_train(
+        &self,
+        source: &DataSource,
+        task: Option<Task>,
+    ) -> Result<(Dataset, Option<Arc<StreamingDataset>>)> {
         if !self.streaming {
-            return Ok((self.read(source, None)?, None));
+            return Ok((self.read(source, None, task)?, None));
+        }
+        if task.is_some_and(|t| t != Task::SingleLabel) || self.columns.label_separator.is_some() {
+            bail!("streaming reads single-label data only: multi-label and regression runs hold the training set in memory");
         }
         let DataSource::File(path) = source else {
             bail!("streaming reads a file: give the training data as a file");
@@ -366,7 +387,7 @@ impl FineTune {
         if self.dev.is_none() {
             bail!("streaming needs dev data: splitting a file needs all of it in memory");
         }
-        let (data, report) = StreamingDataset::scan(path, &self.read_options(None))?;
+        let (data, report) = StreamingDataset::scan(path, &self.read_options(None, None))?;
         tracing::info!("{report} (streamed: read again every epoch)");
         let labels = data.labels.clone();
         let empty = Dataset {
@@ -376,22 +397,29 @@ impl FineTune {
         Ok((empty, Some(Arc::new(data))))
     }
 
-    fn read_options(&self, known_labels: Option<&[String]>) -> ReadOptions {
+    fn read_options(&self, known_labels: Option<&[String]>, task: Option<Task>) -> ReadOptions {
         ReadOptions {
             format: None,
             columns: self.columns.clone(),
             bad_rows: self.bad_rows,
             known_labels: known_labels.map(<[String]>::to_vec),
+            task,
         }
     }
 
-    /// One data source as a dataset; `known` labels refuse any other.
-    fn read(&self, source: &DataSource, known: Option<&[String]>) -> Result<Dataset> {
+    /// One data source as a dataset; `known` labels refuse any other, a
+    /// `task` reads it as that (else it is told from the data).
+    fn read(
+        &self,
+        source: &DataSource,
+        known: Option<&[String]>,
+        task: Option<Task>,
+    ) -> Result<Dataset> {
         let path = match source {
             DataSource::Memory(data) => return in_memory(data, known),
             DataSource::File(path) => path,
         };
-        let (data, report) = read_dataset(path, &self.read_options(known))?;
+        let (data, report) = read_dataset(path, &self.read_options(known, task))?;
         tracing::info!("{report}");
         for bad in report.bad_rows.iter().take(5) {
             tracing::warn!("skipped {bad}");
@@ -540,9 +568,34 @@ fn in_memory(data: &Dataset, known: Option<&[String]>) -> Result<Dataset> {
     let mut out = data.clone();
     out.labels = known.to_vec();
     for e in &mut out.examples {
-        e.label = ids[e.label];
+        match &mut e.target {
+            Target::Labels(labels) => {
+                labels.iter_mut().for_each(|l| *l = ids[*l]);
+                labels.sort_unstable();
+            }
+            Target::Value(_) => {}
+            Target::Class => e.label = ids[e.label],
+        }
     }
     Ok(out)
+}
+
+/// The problem type of a run on `train`: the configured one, or the data's.
+/// Distillation, single-label only, is turned off for the others (a
+/// preset's default), with a warning.
+fn problem_for(config: &mut TrainConfig, train: &Dataset) -> ProblemType {
+    let problem = config
+        .problem_type
+        .unwrap_or_else(|| crate::tasks::problem_of(train.task()));
+    if problem != ProblemType::SingleLabelClassification && config.distill > 0.0 {
+        tracing::warn!(
+            "distillation {} turned off: its teacher is single-label, this run is {}",
+            config.distill,
+            crate::tasks::problem_name(problem)
+        );
+        config.distill = 0.0;
+    }
+    problem
 }
 
 /// Tokenizes a split, and logs how many texts `max_length` cuts.

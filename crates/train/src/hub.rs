@@ -18,7 +18,7 @@ pub fn resolve_model(arg: &str) -> anyhow::Result<PathBuf> {
     }
     if path.exists() {
         bail!(
-            "{arg}: not a folder; --model takes an HF model folder (config.json, weights, vocab)"
+            "{arg}: a file, not a model: a model is an HF folder (config.json, weights, vocab), a Hub id or a preset name"
         );
     }
     let looks_like_id = !arg.is_empty()

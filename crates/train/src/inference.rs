@@ -173,3 +173,22 @@ pub fn evaluate<B: Backend>(
         loss / logits.len().max(1) as f64,
     ))
 }
+
+/// Evaluates a model on an encoded dataset as `task` says: [`evaluate`] for
+/// single-label, the multi-label or regression metrics otherwise
+/// ([`crate::tasks`]).
+pub fn evaluate_task<B: Backend>(
+    model: &BertForSequenceClassification<B>,
+    tokenizer: &BertTokenizer,
+    data: &EncodedDataset,
+    labels: &[String],
+    task: &crate::tasks::EvalTask,
+    batch_size: usize,
+    device: &B::Device,
+) -> anyhow::Result<EvalMetrics> {
+    if task.problem_type == ProblemType::SingleLabelClassification {
+        return evaluate(model, tokenizer, data, labels, batch_size, device);
+    }
+    let logits = logits_of(model, tokenizer, &data.encoded, batch_size, device)?;
+    crate::tasks::score_logits(labels, data, &logits, task)
+}

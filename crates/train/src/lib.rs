@@ -63,12 +63,13 @@ pub mod parallel;
 pub mod plots;
 pub mod presets;
 pub mod pretrain;
+pub mod tasks;
 pub mod teacher;
 pub mod trainer;
 
 pub use classifier::{ClassPrediction, Classifier, ClassifierOptions, EmptyTextError};
 pub use fine_tune::FineTune;
-pub use inference::{classify, logits_of, InferenceOptions, Prediction};
+pub use inference::{classify, evaluate_task, logits_of, InferenceOptions, Prediction};
 pub use metrics::{ClassMetrics, EvalMetrics, Metric};
 pub use optim::{AdamW, AdamWConfig, GradAccumulator, LossScaler, LrScheduler};
 pub use parallel::Replica;
@@ -76,6 +77,7 @@ pub use parallel::Replica;
 pub use parallel::{run_orchestrator, Nodes, Topology};
 pub use presets::{preset, presets, Preset, PresetVocab};
 pub use pretrain::{pretrain_mlm, PretrainConfig, PretrainSummary, SelfPretraining};
+pub use tasks::{EvalTask, Thresholds, THRESHOLDS_FILE};
 pub use trainer::{
     check_fresh_output, ensure_precision_supported, evaluate, list_checkpoints, request_stop,
     stop_requested, train, train_replica, ClassWeights, ConfigError, EvalRecord, Reporter,

@@ -20,15 +20,23 @@ pub struct ClassMetrics {
 }
 
 /// The metrics of one evaluation.
+///
+/// Multi-label: `accuracy` is subset accuracy (exact match), F1s and
+/// `per_class` are per label, `confusion` is empty, and `samples_f1` and
+/// `hamming_loss` are set. Regression: `accuracy` and the F1s are NaN (left
+/// out of JSON), and `mse`, `mae`, `pearson` and `spearman` are set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalMetrics {
-    /// Mean cross entropy.
+    /// Mean cross entropy (multi-label: binary cross entropy; regression: MSE).
     pub loss: f64,
     /// Fraction predicted right.
+    #[serde(default = "nan", skip_serializing_if = "is_nan")]
     pub accuracy: f64,
     /// Unweighted mean of the per-class F1.
+    #[serde(default = "nan", skip_serializing_if = "is_nan")]
     pub macro_f1: f64,
     /// F1 over all decisions pooled (equals accuracy for single-label tasks).
+    #[serde(default = "nan", skip_serializing_if = "is_nan")]
     pub micro_f1: f64,
     /// Per class, in label order.
     pub per_class: Vec<ClassMetrics>,
@@ -36,6 +44,33 @@ pub struct EvalMetrics {
     pub confusion: Vec<Vec<usize>>,
     /// Examples evaluated.
     pub examples: usize,
+    /// Multi-label: the mean over examples of each one's F1 (scikit-learn's
+    /// `average="samples"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples_f1: Option<f64>,
+    /// Multi-label: the fraction of (example, label) decisions that are wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hamming_loss: Option<f64>,
+    /// Regression: mean squared error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mse: Option<f64>,
+    /// Regression: mean absolute error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
+    /// Regression: Pearson correlation of predictions and targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pearson: Option<f64>,
+    /// Regression: Spearman rank correlation (ties at their mean rank).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spearman: Option<f64>,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+fn is_nan(x: &f64) -> bool {
+    x.is_nan()
 }
 
 impl EvalMetrics {
@@ -79,16 +114,54 @@ impl EvalMetrics {
             per_class,
             confusion,
             examples: truth.len(),
+            samples_f1: None,
+            hamming_loss: None,
+            mse: None,
+            mae: None,
+            pearson: None,
+            spearman: None,
+        }
+    }
+
+    /// The headline figures as one line: accuracy and macro F1
+    /// (single-label), the F1s, subset accuracy and Hamming loss
+    /// (multi-label), or the regression errors and correlations.
+    pub fn headline(&self) -> String {
+        let or_nan = |x: Option<f64>| x.unwrap_or(f64::NAN);
+        if let Some(mse) = self.mse {
+            format!(
+                "mse {mse:.4} mae {:.4} pearson {:.4} spearman {:.4}",
+                or_nan(self.mae),
+                or_nan(self.pearson),
+                or_nan(self.spearman)
+            )
+        } else if let Some(samples) = self.samples_f1 {
+            format!(
+                "micro_f1 {:.4} macro_f1 {:.4} samples_f1 {samples:.4} subset_accuracy {:.4} hamming_loss {:.4}",
+                self.micro_f1,
+                self.macro_f1,
+                self.accuracy,
+                or_nan(self.hamming_loss)
+            )
+        } else {
+            format!("accuracy {:.4} macro_f1 {:.4}", self.accuracy, self.macro_f1)
         }
     }
 
     /// The value of `metric`.
     pub fn get(&self, metric: Metric) -> f64 {
+        let or_nan = |x: Option<f64>| x.unwrap_or(f64::NAN);
         match metric {
-            Metric::Accuracy => self.accuracy,
+            Metric::Accuracy | Metric::SubsetAccuracy => self.accuracy,
             Metric::MacroF1 => self.macro_f1,
             Metric::MicroF1 => self.micro_f1,
             Metric::Loss => self.loss,
+            Metric::SamplesF1 => or_nan(self.samples_f1),
+            Metric::HammingLoss => or_nan(self.hamming_loss),
+            Metric::Mse => or_nan(self.mse),
+            Metric::Mae => or_nan(self.mae),
+            Metric::Pearson => or_nan(self.pearson),
+            Metric::Spearman => or_nan(self.spearman),
         }
     }
 
@@ -131,11 +204,71 @@ pub enum Metric {
     MicroF1,
     /// Mean cross entropy (lower is better).
     Loss,
+    /// Multi-label: mean F1 of each example.
+    SamplesF1,
+    /// Multi-label: fraction of examples with every label right (exact match).
+    SubsetAccuracy,
+    /// Multi-label: fraction of label decisions wrong (lower is better).
+    HammingLoss,
+    /// Regression: mean squared error (lower is better).
+    Mse,
+    /// Regression: mean absolute error (lower is better).
+    Mae,
+    /// Regression: Pearson correlation.
+    Pearson,
+    /// Regression: Spearman rank correlation.
+    Spearman,
 }
 
 impl Metric {
     /// Every metric, in the order the error message lists them.
-    pub const ALL: [Self; 4] = [Self::Accuracy, Self::MacroF1, Self::MicroF1, Self::Loss];
+    pub const ALL: [Self; 11] = [
+        Self::Accuracy,
+        Self::MacroF1,
+        Self::MicroF1,
+        Self::Loss,
+        Self::SamplesF1,
+        Self::SubsetAccuracy,
+        Self::HammingLoss,
+        Self::Mse,
+        Self::Mae,
+        Self::Pearson,
+        Self::Spearman,
+    ];
+
+    /// The metric a run of `problem` chooses its best checkpoint by:
+    /// `accuracy`, the default, stands for micro F1 in multi-label runs
+    /// (`subset_accuracy` asks for exact match) and for MSE in regression
+    /// runs; a metric the problem has not is an error that lists those it has.
+    pub fn for_problem(self, problem: zhbert_model::ProblemType) -> Result<Self, String> {
+        use zhbert_model::ProblemType::*;
+        let allowed: &[Self] = match problem {
+            SingleLabelClassification => &[Self::Accuracy, Self::MacroF1, Self::MicroF1, Self::Loss],
+            MultiLabelClassification => &[
+                Self::MicroF1,
+                Self::MacroF1,
+                Self::SamplesF1,
+                Self::SubsetAccuracy,
+                Self::HammingLoss,
+                Self::Loss,
+            ],
+            Regression => &[Self::Mse, Self::Mae, Self::Pearson, Self::Spearman, Self::Loss],
+        };
+        let chosen = match (problem, self) {
+            (MultiLabelClassification, Self::Accuracy) => Self::MicroF1,
+            (Regression, Self::Accuracy) => Self::Mse,
+            _ => self,
+        };
+        if allowed.contains(&chosen) {
+            return Ok(chosen);
+        }
+        let names: Vec<&str> = allowed.iter().map(|m| m.name()).collect();
+        Err(format!(
+            "metric {chosen}: not a metric of {} (use {})",
+            crate::tasks::problem_name(problem),
+            names.join(", ")
+        ))
+    }
 
     /// The metric's name (`--metric`, TOML, serde, `eval.json`).
     pub fn name(self) -> &'static str {
@@ -144,12 +277,19 @@ impl Metric {
             Self::MacroF1 => "macro_f1",
             Self::MicroF1 => "micro_f1",
             Self::Loss => "loss",
+            Self::SamplesF1 => "samples_f1",
+            Self::SubsetAccuracy => "subset_accuracy",
+            Self::HammingLoss => "hamming_loss",
+            Self::Mse => "mse",
+            Self::Mae => "mae",
+            Self::Pearson => "pearson",
+            Self::Spearman => "spearman",
         }
     }
 
-    /// Whether a larger value is better (all but loss).
+    /// Whether a larger value is better (all but the losses and errors).
     pub fn higher_is_better(self) -> bool {
-        self != Self::Loss
+        !matches!(self, Self::Loss | Self::HammingLoss | Self::Mse | Self::Mae)
     }
 
     /// Whether `value` is better than `best`.
@@ -184,7 +324,9 @@ impl std::str::FromStr for Metric {
         Self::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| format!("metric {s:?}: accuracy, macro_f1, micro_f1 or loss"))
+            .ok_or_else(|| {
+                format!("metric {s:?}: accuracy, macro_f1, micro_f1 or loss; multi-label also samples_f1, subset_accuracy, hamming_loss; regression mse, mae, pearson, spearman")
+            })
     }
 }
 

@@ -139,7 +139,7 @@ impl Replica {
         let expected = (step * self.world) as f32;
         if all[0] != expected || all[1] != self.world as f32 {
             anyhow::bail!(
-                "data-parallel replica {}: the replicas start at different steps (this one at {step}); on --resume every node needs the same checkpoints in its --output",
+                "data-parallel replica {}: the replicas start at different steps (this one at {step}); a resumed run needs the same checkpoints in every node's output folder",
                 self.rank
             );
         }
@@ -203,7 +203,7 @@ impl Topology {
         if let Some(nodes) = &self.nodes {
             if nodes.rank >= nodes.count {
                 bail!(
-                    "--node-rank {} is not below --nodes {}",
+                    "node rank {} of {} nodes: ranks count from 0 to the number of nodes - 1",
                     nodes.rank,
                     nodes.count
                 );

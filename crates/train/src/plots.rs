@@ -29,8 +29,11 @@ pub fn write_plots(
         }
         if let Some(e) = v.get("eval") {
             dev_loss.push((step, e["loss"].as_f64().unwrap_or(f64::NAN)));
-            acc.push((step, e["accuracy"].as_f64().unwrap_or(f64::NAN)));
-            f1.push((step, e["macro_f1"].as_f64().unwrap_or(f64::NAN)));
+            // Regression evaluations have neither.
+            if let (Some(a), Some(f)) = (e["accuracy"].as_f64(), e["macro_f1"].as_f64()) {
+                acc.push((step, a));
+                f1.push((step, f));
+            }
         }
     }
     line_chart(
@@ -45,7 +48,8 @@ pub fn write_plots(
             &[("accuracy", &acc, BLUE), ("macro F1", &f1, GREEN)],
         )?;
     }
-    if let Some((split, m)) = final_eval {
+    // Multi-label and regression evaluations have no confusion matrix.
+    if let Some((split, m)) = final_eval.filter(|(_, m)| !m.confusion.is_empty()) {
         confusion(&out.join("confusion.svg"), split, labels, &m.confusion)?;
     }
     Ok(())

@@ -252,6 +252,7 @@ fn evaluate_scores_labelled_data_with_the_model_labels() {
                 text: t.clone(),
                 text_pair: None,
                 label: 1 - p.label_id,
+                target: Default::default(),
             })
             .collect(),
     };
@@ -264,6 +265,7 @@ fn evaluate_scores_labelled_data_with_the_model_labels() {
             text: "好".into(),
             text_pair: None,
             label: 0,
+            target: Default::default(),
         }],
     };
     let err = classifier.evaluate(&unknown).unwrap_err().to_string();

@@ -15,7 +15,7 @@ use zhbert_testkit::{fixtures, minilm_dir};
 use zhbert_tokenizer::{Batch, BertTokenizer};
 use zhbert_train::optim::{param_paths, read_f32_tensors};
 use zhbert_train::{
-    AdamWConfig, Replica, StepRecord, TrainConfig, TrainData, TrainObserver, TrainSet, Trainer,
+    AdamWConfig, ClassWeights, Replica, StepRecord, TrainConfig, TrainData, TrainObserver, TrainSet, Trainer,
     Warmup,
 };
 
@@ -112,6 +112,42 @@ fn train_steps<B: AutodiffBackend>(
     adamw: AdamWConfig,
     device: &B::Device,
 ) -> (HashMap<String, Vec<f32>>, Vec<(f64, f64, f64)>) {
+    let stop_after = (steps < 20).then_some(steps);
+    let (weights, trace) =
+        train_run::<B>(fixture_settings(precision, adamw), None, stop_after, device);
+    assert_eq!(trace.len(), steps);
+    (weights, trace)
+}
+
+/// The fixture's settings: accumulation 2 over the 40 micro-batches of 4,
+/// warmup 2, clipping at 1.
+fn fixture_settings(precision: Precision, adamw: AdamWConfig) -> TrainConfig {
+    TrainConfig {
+        epochs: 1,
+        batch_size: 4,
+        grad_accum: 2,
+        lr: adamw.lr,
+        weight_decay: adamw.weight_decay,
+        adam_beta1: adamw.beta1,
+        adam_beta2: adamw.beta2,
+        adam_epsilon: adamw.eps,
+        warmup: Warmup::Steps(2),
+        max_grad_norm: Some(1.0),
+        precision,
+        ..Default::default()
+    }
+}
+
+/// A run of `settings` on PyTorch's batches through [`Trainer::fit`],
+/// distilling `soft_targets` when given, stopped by the observer after
+/// `stop_after` steps or else run to its end: each step's (mean loss, grad
+/// norm, lr), and for a whole run the weights it saved (HF names).
+fn train_run<B: AutodiffBackend>(
+    settings: TrainConfig,
+    soft_targets: Option<Vec<Vec<f32>>>,
+    stop_after: Option<usize>,
+    device: &B::Device,
+) -> (HashMap<String, Vec<f32>>, Vec<(f64, f64, f64)>) {
     let mut config = BertConfig::from_file(minilm_dir().join("config.json")).unwrap();
     config.hidden_dropout_prob = 0.0;
     config.attention_probs_dropout_prob = 0.0;
@@ -129,22 +165,7 @@ fn train_steps<B: AutodiffBackend>(
         dev: None,
         test: None,
         labels,
-        soft_targets: None,
-    };
-    // Accumulation 2 over the 40 micro-batches of 4, warmup 2, clipping at 1.
-    let settings = TrainConfig {
-        epochs: 1,
-        batch_size: 4,
-        grad_accum: 2,
-        lr: adamw.lr,
-        weight_decay: adamw.weight_decay,
-        adam_beta1: adamw.beta1,
-        adam_beta2: adamw.beta2,
-        adam_epsilon: adamw.eps,
-        warmup: Warmup::Steps(2),
-        max_grad_norm: Some(1.0),
-        precision,
-        ..Default::default()
+        soft_targets,
     };
     let out = tempfile::tempdir().unwrap();
     let tokenizer = BertTokenizer::from_dir(minilm_dir()).unwrap();
@@ -160,20 +181,15 @@ fn train_steps<B: AutodiffBackend>(
     };
     let mut trace = Trace {
         steps: Vec::new(),
-        // A whole run ends by itself.
-        stop_after: if steps < 20 { steps } else { usize::MAX },
+        stop_after: stop_after.unwrap_or(usize::MAX),
     };
     let ended = trainer.fit(model, &mut trace);
-    assert_eq!(trace.steps.len(), steps);
-    if steps < 20 {
-        assert!(
-            ended.is_err(),
-            "stopped after {steps} steps by the observer"
-        );
+    if let Some(steps) = stop_after {
+        assert!(ended.is_err(), "stopped after {steps} steps by the observer");
         return (HashMap::new(), trace.steps);
     }
     let summary = ended.unwrap();
-    assert_eq!(summary.steps, 20);
+    assert_eq!(summary.steps, trace.steps.len());
     let weights = read_f32_tensors(&out.path().join("model.safetensors")).unwrap();
     assert_eq!(weights.len(), params, "every parameter saved");
     (weights, trace.steps)
@@ -341,6 +357,66 @@ fn half_precision_strays_as_pytorch_autocast<B: AutodiffBackend>(
             ours.1
         );
     }
+}
+
+/// Balanced class weights (`--class-weights auto`) with label smoothing 0.1,
+/// against `F.cross_entropy(weight=, label_smoothing=)` with scikit-learn's
+/// "balanced" weights (`make_train_parity.py --loss-variant weighted-smoothed`).
+#[test]
+fn class_weights_and_label_smoothing_match_pytorch_cross_entropy() {
+    let mut settings = fixture_settings(Precision::Fp32, fixture_adamw());
+    settings.class_weights = Some(ClassWeights::Balanced);
+    settings.label_smoothing = 0.1;
+    loss_variant_matches_pytorch("weighted-smoothed", settings, None);
+}
+
+/// Distillation at weight 0.5 (`--distill 0.5`) against
+/// `0.5 * cross_entropy(logits, labels) + 0.5 * cross_entropy(logits, q)`, q a
+/// teacher's probabilities (`--loss-variant distill`).
+#[test]
+fn distillation_loss_matches_pytorch_soft_target_cross_entropy() {
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("train-parity/loss-distill.json")).unwrap(),
+    )
+    .unwrap();
+    let soft: Vec<Vec<f32>> =
+        serde_json::from_value(want["settings"]["soft_targets"].clone()).unwrap();
+    assert_eq!(soft.len(), 160);
+    let mut settings = fixture_settings(Precision::Fp32, fixture_adamw());
+    settings.distill = 0.5;
+    loss_variant_matches_pytorch("distill", settings, Some(soft));
+}
+
+/// Gradient accumulation 3 over the 40 micro-batches: 14 steps, the last of
+/// one micro-batch, whose gradient is that micro-batch's (HF's
+/// `current_gradient_accumulation_steps`), not a third of it
+/// (`--loss-variant short-accum`).
+#[test]
+fn a_short_last_accumulation_step_matches_pytorch() {
+    let mut settings = fixture_settings(Precision::Fp32, fixture_adamw());
+    settings.grad_accum = 3;
+    loss_variant_matches_pytorch("short-accum", settings, None);
+}
+
+/// A whole run of `settings` against `loss-<variant>.json`: every step's
+/// loss, grad norm and lr, and the final weights; and the variant must be
+/// told apart from the plain run by the same bounds.
+fn loss_variant_matches_pytorch(
+    variant: &str,
+    settings: TrainConfig,
+    soft_targets: Option<Vec<Vec<f32>>>,
+) {
+    let want = reference_in(&format!("loss-{variant}.json"));
+    let (weights, trace) = train_run::<AB>(settings, soft_targets, None, &Default::default());
+    assert_eq!(trace.len(), want.losses.len());
+    check_trace(variant, &want, &trace, 1e-5, 1e-4);
+    assert_eq!(want.final_weights.len(), 4);
+    check_weights(&weights, &want.final_weights);
+    let plain = reference();
+    let moved = (0..want.grad_norms.len())
+        .map(|s| (want.grad_norms[s] - plain.grad_norms[s]).abs() / plain.grad_norms[s])
+        .fold(0.0, f64::max);
+    assert!(moved > 1e-3, "{variant}: the plain run's grad norms ({moved:e})");
 }
 
 /// Five fp32 steps on backend `B` against PyTorch and against Flex: losses

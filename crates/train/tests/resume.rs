@@ -44,6 +44,7 @@ fn tiny_setup() -> (BertTokenizer, BertConfig, TrainData) {
                 .collect(),
             text_pair: None,
             label: i % 2,
+            target: Default::default(),
         })
         .collect();
     let data = Dataset {

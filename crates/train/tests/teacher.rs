@@ -76,6 +76,7 @@ fn three_class_reviews() -> Dataset {
                 text,
                 text_pair: None,
                 label,
+                target: Default::default(),
             }
         })
         .collect();

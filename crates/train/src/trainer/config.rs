@@ -2,7 +2,7 @@
 //! defaults (HF `TrainingArguments`' where HF has the setting) and its checks.
 
 use serde::{Deserialize, Serialize};
-use zhbert_model::Precision;
+use zhbert_model::{Precision, ProblemType};
 
 use crate::metrics::Metric;
 use crate::optim::{AdamWConfig, LossScaler, LrScheduler};
@@ -229,7 +229,10 @@ pub struct TrainConfig {
     /// time-to-accuracy runs.
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub stop_at: Option<f64>,
-    /// Metric that chooses the best checkpoint: accuracy, macro_f1, micro_f1 or loss.
+    /// Metric that chooses the best checkpoint: accuracy, macro_f1, micro_f1 or
+    /// loss; multi-label: micro_f1 (what accuracy, the default, means there),
+    /// macro_f1, samples_f1, subset_accuracy, hamming_loss or loss;
+    /// regression: mse (the default there), mae, pearson, spearman or loss.
     #[cfg_attr(feature = "cli", arg(long, visible_alias = "metric-for-best-model", default_value_t = TrainConfig::default().metric))]
     pub metric: Metric,
     /// Class weights of the loss: auto (n / (k · count), scikit-learn's
@@ -260,6 +263,27 @@ pub struct TrainConfig {
     /// [`crate::TrainData::soft_targets`]); 0: labels only (tiny-zh: 0.5).
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true, default_value_t = TrainConfig::default().distill))]
     pub distill: f64,
+    /// HF's `problem_type`: single_label_classification,
+    /// multi_label_classification or regression [default: from the training
+    /// data: a list-valued label field or --label-separator is multi-label, a
+    /// label column holding a non-integer number is regression].
+    #[cfg_attr(feature = "cli", arg(long, value_parser = parse_problem_type))]
+    pub problem_type: Option<ProblemType>,
+    /// Multi-label: a label is predicted when its sigmoid is over this, in (0, 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().threshold))]
+    pub threshold: f32,
+    /// Multi-label: after training, choose each label's threshold on the dev
+    /// set to maximise its F1 (saved in thresholds.json, used by eval and predict).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub tune_thresholds: bool,
+}
+
+/// A problem type by HF's name.
+#[cfg(feature = "cli")]
+pub fn parse_problem_type(s: &str) -> Result<ProblemType, String> {
+    serde_json::from_value(serde_json::Value::String(s.into())).map_err(|_| {
+        format!("{s:?}: single_label_classification, multi_label_classification or regression")
+    })
 }
 
 impl Default for TrainConfig {
@@ -292,6 +316,9 @@ impl Default for TrainConfig {
             precision: Precision::Fp32,
             initial_loss_scale: None,
             distill: 0.0,
+            problem_type: None,
+            threshold: 0.5,
+            tune_thresholds: false,
         }
     }
 }
@@ -410,6 +437,12 @@ impl TrainConfig {
                 "numbers of at least 0",
             )?;
         }
+        check(
+            self.threshold > 0.0 && self.threshold < 1.0,
+            "threshold",
+            self.threshold,
+            "in (0, 1)",
+        )?;
         if let Some(t) = self.stop_at {
             check(t.is_finite(), "stop_at", t, "a finite number")?;
         }

@@ -30,7 +30,12 @@ pub enum TrainSet {
     /// Batches already padded, with their label ids, taken in this order
     /// every epoch: a run whose batches are fixed elsewhere (a reference run
     /// to reproduce step by step, as the parity tests do with PyTorch's).
+    /// Example `i` (for [`TrainData::soft_targets`]) is the `i`-th row of
+    /// the batches in this order.
     Batches(Vec<(Batch, Vec<usize>)>),
+    /// [`TrainSet::Batches`] for multi-label and regression runs: each row's
+    /// float targets (its multi-hot row, or its one value).
+    TargetBatches(Vec<(Batch, Vec<Vec<f32>>)>),
 }
 
 impl From<EncodedDataset> for TrainSet {
@@ -45,13 +50,20 @@ pub(crate) struct TrainBatch {
     pub(crate) batch: Batch,
     pub(crate) labels: Vec<usize>,
     pub(crate) examples: Option<Vec<usize>>,
+    /// Multi-label and regression: each row's float targets.
+    pub(crate) targets: Option<Vec<Vec<f32>>>,
 }
 
 /// One epoch's batches, in order.
 pub(crate) enum EpochBatches<'a> {
     Encoded(&'a EncodedDataset, std::vec::IntoIter<Vec<usize>>),
     Streaming(Receiver<StreamedBatch>),
-    Batches(std::iter::Skip<std::slice::Iter<'a, (Batch, Vec<usize>)>>),
+    Batches {
+        batches: std::iter::Skip<std::slice::Iter<'a, (Batch, Vec<usize>)>>,
+        /// Index of the next batch's first row among all the batches' rows.
+        first_example: usize,
+    },
+    TargetBatches(std::iter::Skip<std::slice::Iter<'a, (Batch, Vec<Vec<f32>>)>>),
 }
 
 impl TrainSet {
@@ -61,6 +73,7 @@ impl TrainSet {
             Self::Encoded(d) => d.labels.len(),
             Self::Streaming { data, .. } => data.len(),
             Self::Batches(b) => b.iter().map(|(_, labels)| labels.len()).sum(),
+            Self::TargetBatches(b) => b.iter().map(|(_, targets)| targets.len()).sum(),
         }
     }
 
@@ -68,14 +81,20 @@ impl TrainSet {
     pub(crate) fn batches_per_epoch(&self, batch_size: usize) -> usize {
         match self {
             Self::Batches(b) => b.len(),
+            Self::TargetBatches(b) => b.len(),
             _ => self.len().div_ceil(batch_size),
         }
     }
 
-    /// Whether the examples are held encoded in memory (length grouping and
-    /// distillation need them so).
+    /// Whether the examples are held encoded in memory (length grouping needs them so).
     pub(crate) fn is_encoded(&self) -> bool {
         matches!(self, Self::Encoded(_))
+    }
+
+    /// Whether each batch says which training examples it holds (distillation
+    /// needs it to find their soft targets): all but a streamed set.
+    pub(crate) fn knows_examples(&self) -> bool {
+        !matches!(self, Self::Streaming { .. })
     }
 
     /// Whether there are none.
@@ -89,6 +108,16 @@ impl TrainSet {
             Self::Encoded(d) => count_labels(&d.labels, k),
             Self::Streaming { data, .. } => data.class_counts.clone(),
             Self::Batches(b) => count_labels(b.iter().flat_map(|(_, labels)| labels), k),
+            Self::TargetBatches(b) => positives(b.iter().flat_map(|(_, t)| t), k),
+        }
+    }
+
+    /// Multi-label: training examples carrying each of the `k` labels.
+    pub(crate) fn positives(&self, k: usize) -> Vec<usize> {
+        match self {
+            Self::Encoded(d) => positives(d.targets.iter().flatten(), k),
+            Self::TargetBatches(b) => positives(b.iter().flat_map(|(_, t)| t), k),
+            _ => vec![0; k],
         }
     }
 
@@ -127,9 +156,27 @@ impl TrainSet {
                     prefetch: 4,
                 },
             )),
-            Self::Batches(b) => EpochBatches::Batches(b.iter().skip(skip)),
+            Self::Batches(b) => EpochBatches::Batches {
+                batches: b.iter().skip(skip),
+                first_example: b[..skip.min(b.len())]
+                    .iter()
+                    .map(|(_, labels)| labels.len())
+                    .sum(),
+            },
+            Self::TargetBatches(b) => EpochBatches::TargetBatches(b.iter().skip(skip)),
         }
     }
+}
+
+/// Rows whose target is 1, per output (multi-hot rows of `k`).
+fn positives<'a>(rows: impl IntoIterator<Item = &'a Vec<f32>>, k: usize) -> Vec<usize> {
+    let mut counts = vec![0usize; k];
+    for row in rows {
+        for (c, &y) in counts.iter_mut().zip(row) {
+            *c += usize::from(y > 0.5);
+        }
+    }
+    counts
 }
 
 /// Examples per label id.
@@ -148,10 +195,15 @@ impl EpochBatches<'_> {
             Self::Encoded(d, batches) => {
                 let indices = batches.next().context("epoch ended early")?;
                 let (batch, labels) = d.batch(tokenizer, &indices)?;
+                let targets = d
+                    .targets
+                    .as_ref()
+                    .map(|t| indices.iter().map(|&i| t[i].clone()).collect());
                 Ok(TrainBatch {
                     batch,
                     labels,
                     examples: Some(indices),
+                    targets,
                 })
             }
             Self::Streaming(rx) => {
@@ -162,14 +214,30 @@ impl EpochBatches<'_> {
                     batch,
                     labels,
                     examples: None,
+                    targets: None,
                 })
             }
-            Self::Batches(batches) => {
+            Self::Batches {
+                batches,
+                first_example,
+            } => {
                 let (batch, labels) = batches.next().context("epoch ended early")?;
+                let examples = (*first_example..*first_example + labels.len()).collect();
+                *first_example += labels.len();
                 Ok(TrainBatch {
                     batch: batch.clone(),
                     labels: labels.clone(),
+                    examples: Some(examples),
+                    targets: None,
+                })
+            }
+            Self::TargetBatches(batches) => {
+                let (batch, targets) = batches.next().context("epoch ended early")?;
+                Ok(TrainBatch {
+                    batch: batch.clone(),
+                    labels: vec![0; targets.len()],
                     examples: None,
+                    targets: Some(targets.clone()),
                 })
             }
         }

@@ -220,11 +220,10 @@ impl TrainObserver for Reporter {
     fn on_eval(&mut self, eval: &EvalRecord<'_>) -> Result<()> {
         let m = eval.metrics;
         self.say(format!(
-            "eval step {}: loss {:.4} accuracy {:.4} macro_f1 {:.4}{}",
+            "eval step {}: loss {:.4} {}{}",
             eval.step,
             m.loss,
-            m.accuracy,
-            m.macro_f1,
+            m.headline(),
             if eval.best { " (best)" } else { "" }
         ));
         if let Some(log) = &mut self.log {

@@ -21,7 +21,7 @@ use burn::tensor::{ElementConversion, Int, Tensor};
 use zhbert_data::EncodedDataset;
 use zhbert_model::{
     autocast, classification_loss, save_classifier, BertForSequenceClassification,
-    CrossEntropyOptions, Labels,
+    CrossEntropyOptions, Labels, ProblemType,
 };
 
 use super::checkpoint::{
@@ -32,8 +32,9 @@ use super::data::{class_weight_values, TrainBatch, TrainData};
 use super::observer::{EvalRecord, StepRecord, TrainObserver};
 use super::replicas::same_weights_as_main;
 use super::{ensure_precision_supported, stop_requested, TrainError, TrainSummary, Trainer};
-use crate::inference::{evaluate, input_of};
-use crate::metrics::EvalMetrics;
+use crate::inference::{evaluate_task, input_of};
+use crate::metrics::{EvalMetrics, Metric};
+use crate::tasks::{bce_with_logits, EvalTask};
 use crate::optim::{param_paths, AdamW, GradAccumulator};
 
 type Model<AB> = BertForSequenceClassification<AB>;
@@ -60,6 +61,13 @@ impl Schedule {
             warmup_steps: config.warmup.steps(total_steps),
         }
     }
+
+    /// Micro-batches in the optimizer step that micro-batch `micro` (of its
+    /// epoch) belongs to: `grad_accum`, or fewer in an epoch's short last step.
+    pub(crate) fn micro_in_step(&self, micro: usize, grad_accum: usize) -> usize {
+        let first = micro - micro % grad_accum;
+        grad_accum.min(self.micro_per_epoch - first)
+    }
 }
 
 /// What the loop does after an optimizer step.
@@ -78,6 +86,12 @@ pub(crate) struct Run<'t, 'a, AB: AutodiffBackend> {
     pub(crate) state: TrainerState,
     pub(crate) schedule: Schedule,
     loss_options: CrossEntropyOptions,
+    /// What the head is trained for (the model config's `problem_type`).
+    problem: ProblemType,
+    /// Multi-label: `BCEWithLogitsLoss`'s `pos_weight` (`--class-weights`).
+    pos_weight: Option<Vec<f32>>,
+    /// The metric that picks the best checkpoint, for this problem type.
+    metric: Metric,
     soft_targets: Option<&'a [Vec<f32>]>,
     params: Vec<(ParamId, usize)>,
     /// The current step's summed micro-batch losses and sequences.
@@ -93,9 +107,9 @@ fn soft_targets<'a>(data: &'a TrainData, distill: f64) -> Result<Option<&'a [Vec
     if distill <= 0.0 {
         return Ok(None);
     }
-    if !data.train.is_encoded() {
+    if !data.train.knows_examples() {
         bail!(
-            "distillation needs the training set encoded in memory: it cannot be combined with streaming or fixed batches"
+            "distillation needs the training set in memory: it cannot be combined with streaming"
         );
     }
     let k = data.labels.len();
@@ -122,9 +136,20 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
             bail!("length grouping needs the training set encoded in memory: it cannot be combined with streaming or fixed batches");
         }
         // Every check before the output folder is made: a refused run leaves nothing.
-        let loss_options = CrossEntropyOptions {
-            class_weights: class_weight_values(config, &data.train, data.labels.len())?,
-            label_smoothing: config.label_smoothing,
+        let problem = job.model_config.problem_type();
+        let metric = crate::tasks::check_problem(config, problem)?;
+        let (loss_options, pos_weight) = match problem {
+            ProblemType::SingleLabelClassification => {
+                let options = CrossEntropyOptions {
+                    class_weights: class_weight_values(config, &data.train, data.labels.len())?,
+                    label_smoothing: config.label_smoothing,
+                };
+                (options, None)
+            }
+            _ => (
+                CrossEntropyOptions::default(),
+                crate::tasks::pos_weight(config, &data.train, data.labels.len())?,
+            ),
         };
         let soft_targets = soft_targets(data, config.distill)?;
         let main = job.replica.is_main();
@@ -165,6 +190,9 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
             state,
             schedule: Schedule::new(config, data.train.batches_per_epoch(config.batch_size)),
             loss_options,
+            problem,
+            pos_weight,
+            metric,
             soft_targets,
             params,
             step_loss: 0.0,
@@ -287,14 +315,8 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
         if !rows.is_empty() {
             let local = replica.share_of(batch, rows.clone());
             let input = input_of::<AB>(local.as_ref().unwrap_or(batch), device);
-            let labels: Vec<i64> = train.labels[rows.clone()]
-                .iter()
-                .map(|&l| l as i64)
-                .collect();
-            let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), device);
             let logits = autocast(self.job.config.precision, || model.forward(input));
-            let mut loss =
-                classification_loss(logits.clone(), Labels::Classes(labels), &self.loss_options);
+            let mut loss = self.loss(logits.clone(), train, rows.clone())?;
             if replica.world > 1 {
                 loss = loss.mul_scalar(self.share_of_loss(&train.labels, rows.clone()));
             }
@@ -302,9 +324,12 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
                 let w = self.job.config.distill;
                 loss = loss.mul_scalar(1.0 - w) + soft.mul_scalar(w);
             }
-            // The last step of an epoch may hold fewer micro-batches; HF divides by
-            // the accumulation count all the same.
-            let accum = self.job.config.grad_accum as f64;
+            // The step's gradient is the mean of its micro-batches', also in an
+            // epoch's short last step (HF Trainer's `current_gradient_accumulation_steps`).
+            let accum = self
+                .schedule
+                .micro_in_step(self.state.batch_in_epoch, self.job.config.grad_accum)
+                as f64;
             let scaled = match self.state.loss_scaler {
                 Some(s) => loss.clone().mul_scalar(s.scale / accum),
                 None => loss.clone().div_scalar(accum),
@@ -317,6 +342,45 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
         self.sequences_total += batch.batch_size;
         self.state.batch_in_epoch += 1;
         Ok(())
+    }
+
+    /// The loss of this replica's `rows` of the batch: cross entropy,
+    /// `BCEWithLogits` or MSE, as the problem type says (HF's losses).
+    fn loss(
+        &self,
+        logits: Tensor<AB, 2>,
+        train: &TrainBatch,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Tensor<AB, 1>> {
+        let device = self.job.device;
+        if self.problem == ProblemType::SingleLabelClassification {
+            let labels: Vec<i64> = train.labels[rows].iter().map(|&l| l as i64).collect();
+            let labels = Tensor::<AB, 1, Int>::from_data(labels.as_slice(), device);
+            return Ok(classification_loss(
+                logits,
+                Labels::Classes(labels),
+                &self.loss_options,
+            ));
+        }
+        let [n, k] = logits.dims();
+        let targets = train
+            .targets
+            .as_ref()
+            .context("a multi-label or regression batch without float targets")?;
+        let local = &targets[rows];
+        if let Some(row) = local.iter().find(|r| r.len() != k) {
+            bail!("a target row of {} values for a head of {k} outputs", row.len());
+        }
+        let flat: Vec<f32> = local.iter().flatten().copied().collect();
+        let targets = Tensor::<AB, 1>::from_data(flat.as_slice(), device).reshape([n, k]);
+        Ok(match self.problem {
+            ProblemType::Regression => classification_loss(
+                logits,
+                Labels::Values(targets.reshape([n])),
+                &self.loss_options,
+            ),
+            _ => bce_with_logits(logits, targets, self.pos_weight.as_deref()),
+        })
     }
 
     /// This replica's share of the batch's loss: its rows' part of the
@@ -523,7 +587,7 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
         if out {
             tracing::info!(
                 "early stopping: {p} evaluations without a better {}",
-                config.metric
+                self.metric
             );
         }
         out
@@ -541,7 +605,7 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
             return Ok((false, false));
         };
         let m = self.job.eval(model, dev)?;
-        let metric = self.job.config.metric;
+        let metric = self.metric;
         let value = m.get(metric);
         let improved = self
             .state
@@ -605,14 +669,18 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
                 load_checkpoint(&dir, &mut model, &mut fresh, job.device)?;
                 tracing::info!(
                     "kept the weights of step {best} (best {})",
-                    job.config.metric
+                    self.metric
                 );
             }
         }
         save_classifier(&model, job.model_config, job.output)?;
         job.tokenizer.save(job.output)?;
-        let eval =
-            |set: &Option<EncodedDataset>| set.as_ref().map(|d| job.eval(&model, d)).transpose();
+        let task = job.final_task(&model)?;
+        let eval = |set: &Option<EncodedDataset>| {
+            set.as_ref()
+                .map(|d| job.eval_with(&model, d, &task))
+                .transpose()
+        };
         summary.dev = eval(&job.data.dev)?;
         summary.test = eval(&job.data.test)?;
         zhbert_model::write_atomic(
@@ -627,15 +695,70 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
 impl<AB: AutodiffBackend> Trainer<'_, AB> {
     /// The model's metrics on `set`, in the run's precision, without dropout.
     pub(crate) fn eval(&self, model: &Model<AB>, set: &EncodedDataset) -> Result<EvalMetrics> {
+        self.eval_with(model, set, &self.eval_task())
+    }
+
+    /// How evaluations of this run score: its problem type, and for
+    /// multi-label `threshold` for every label.
+    fn eval_task(&self) -> EvalTask {
+        EvalTask {
+            problem_type: self.model_config.problem_type(),
+            thresholds: vec![self.config.threshold; self.data.labels.len()],
+        }
+    }
+
+    /// [`Trainer::eval`] scored as `task` says.
+    fn eval_with(
+        &self,
+        model: &Model<AB>,
+        set: &EncodedDataset,
+        task: &EvalTask,
+    ) -> Result<EvalMetrics> {
         autocast(self.config.precision, || {
-            evaluate(
+            evaluate_task(
                 &model.valid(),
                 self.tokenizer,
                 set,
                 &self.data.labels,
+                task,
                 self.config.batch_size.max(32),
                 self.device,
             )
         })
+    }
+
+    /// The scoring of the final model: for multi-label, its thresholds
+    /// (tuned on the dev set with `tune_thresholds`), saved in
+    /// `thresholds.json` for `eval` and `predict`.
+    fn final_task(&self, model: &Model<AB>) -> Result<EvalTask> {
+        let mut task = self.eval_task();
+        if task.problem_type != ProblemType::MultiLabelClassification {
+            return Ok(task);
+        }
+        let dev = self.data.dev.as_ref().filter(|_| self.config.tune_thresholds);
+        if let Some(dev) = dev {
+            let logits = autocast(self.config.precision, || {
+                crate::inference::logits_of(
+                    &model.valid(),
+                    self.tokenizer,
+                    &dev.encoded,
+                    self.config.batch_size.max(32),
+                    self.device,
+                )
+            })?;
+            let probs = crate::tasks::sigmoid_rows(&logits);
+            let truth = dev.targets.as_deref().unwrap_or_default();
+            task.thresholds = crate::tasks::tune_thresholds(truth, &probs, self.config.threshold);
+            tracing::info!("thresholds tuned on dev: {:?}", task.thresholds);
+        } else if self.config.tune_thresholds {
+            tracing::warn!("no dev set to tune thresholds on: every label keeps {}", self.config.threshold);
+        }
+        crate::tasks::Thresholds {
+            labels: self.data.labels.clone(),
+            thresholds: task.thresholds.clone(),
+            tuned: dev.is_some(),
+        }
+        .save(self.output)?;
+        Ok(task)
     }
 }
