@@ -263,7 +263,11 @@ pub fn bench(args: &[String]) -> Result<()> {
             }
         );
     }
-    if let Some(only) = o.only.as_ref().filter(|only| only.iter().any(|g| g == "serve")) {
+    if let Some(only) = o
+        .only
+        .as_ref()
+        .filter(|only| only.iter().any(|g| g == "serve"))
+    {
         serve_bench(&zhbert, &reviews, torch)?;
         if only.len() == 1 {
             return Ok(());
@@ -295,8 +299,19 @@ pub fn bench(args: &[String]) -> Result<()> {
 /// model and texts, by `crates/serve/examples/serve_bench.rs`
 /// (benchmarks/serve/README.md).
 fn serve_bench(zhbert: &Path, reviews: &Path, torch: bool) -> Result<()> {
-    cargo(&["build", "--release", "-p", "zhbert-serve", "--example", "serve_bench"])?;
-    let out = format!("benchmarks/results/{}-{}-serve.json", today()?, machine_name());
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "zhbert-serve",
+        "--example",
+        "serve_bench",
+    ])?;
+    let out = format!(
+        "benchmarks/results/{}-{}-serve.json",
+        today()?,
+        machine_name()
+    );
     let mut cmd = Command::new(root().join("target/release/examples/serve_bench"));
     cmd.current_dir(root())
         .arg("--zhbert")

@@ -85,13 +85,20 @@ fn check(manifest: &Manifest) -> Result<()> {
         problems.extend(changed_files(&fixtures_dir(), &g.writes, &what));
         for file in g.writes.keys() {
             if let Some(other) = written.insert(file.clone(), &g.name) {
-                problems.push(format!("{file}: written by both `{other}` and `{}`", g.name));
+                problems.push(format!(
+                    "{file}: written by both `{other}` and `{}`",
+                    g.name
+                ));
             }
         }
     }
     for entry in walkdir::WalkDir::new(fixtures_dir()) {
         let entry = entry?;
-        let name = entry.path().strip_prefix(fixtures_dir())?.to_string_lossy().into_owned();
+        let name = entry
+            .path()
+            .strip_prefix(fixtures_dir())?
+            .to_string_lossy()
+            .into_owned();
         if entry.file_type().is_file() && !is_not_output(&name) && !written.contains_key(&name) {
             problems.push(format!("{name}: no generator in manifest.json writes it"));
         }
@@ -136,7 +143,10 @@ fn run(manifest: &mut Manifest, names: &[String]) -> Result<()> {
         if !names.is_empty() && !names.contains(&g.name) {
             continue;
         }
-        let (program, args) = g.run.split_first().context("a generator without a command")?;
+        let (program, args) = g
+            .run
+            .split_first()
+            .context("a generator without a command")?;
         println!("fixtures: {} ({})", g.name, g.run.join(" "));
         status(Command::new(program).args(args).current_dir(root()))?;
         for (file, hash) in g.sources.iter_mut() {

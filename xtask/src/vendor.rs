@@ -73,7 +73,11 @@ pub fn vendor(args: &[String]) -> Result<()> {
             stale.push(format!("{}: {}", krate.name, differing.join(", ")));
         } else {
             replace_dir(&pristine, &vendored)?;
-            println!("vendor/{}: rebuilt from {source} ({} files changed)", krate.name, differing.len());
+            println!(
+                "vendor/{}: rebuilt from {source} ({} files changed)",
+                krate.name,
+                differing.len()
+            );
         }
     }
     ensure!(
@@ -92,7 +96,10 @@ fn patch_file(krate: &Patched) -> PathBuf {
 }
 
 fn rel(path: &Path) -> String {
-    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 /// The published `.crate`, downloaded once into `target/vendor-sources/` and
@@ -105,7 +112,8 @@ fn unpack(krate: &Patched, work: &Path) -> Result<PathBuf> {
         Ok(b) if sha256_hex(&b) == krate.sha256 => b,
         _ => {
             let b = download(krate)?;
-            std::fs::write(&file, &b).with_context(|| format!("cannot write {}", file.display()))?;
+            std::fs::write(&file, &b)
+                .with_context(|| format!("cannot write {}", file.display()))?;
             b
         }
     };
@@ -140,7 +148,11 @@ fn download(krate: &Patched) -> Result<Vec<u8>> {
         .read_to_end(&mut bytes)
         .with_context(|| format!("cannot download {url}"))?;
     let got = sha256_hex(&bytes);
-    ensure!(got == krate.sha256, "{url}: sha256 {got}, expected {}", krate.sha256);
+    ensure!(
+        got == krate.sha256,
+        "{url}: sha256 {got}, expected {}",
+        krate.sha256
+    );
     Ok(bytes)
 }
 
@@ -178,15 +190,21 @@ fn save_patch(pristine: &Path, vendored: &Path, patch: &Path) -> Result<()> {
         .output()
         .context("cannot run diff")?;
     // diff exits 1 when the trees differ, 2 on trouble.
-    ensure!(out.status.code() != Some(2), "diff failed: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.code() != Some(2),
+        "diff failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without diff's file times, a patch changes only when the change does.
     let text = String::from_utf8(out.stdout).context("diff output is not UTF-8")?;
     let text: String = text
         .lines()
-        .map(|line| match line.starts_with("--- ") || line.starts_with("+++ ") {
-            true => line.split('\t').next().unwrap_or(line),
-            false => line,
-        })
+        .map(
+            |line| match line.starts_with("--- ") || line.starts_with("+++ ") {
+                true => line.split('\t').next().unwrap_or(line),
+                false => line,
+            },
+        )
         .flat_map(|line| [line, "\n"])
         .collect();
     std::fs::create_dir_all(patch.parent().context("patch path has no parent")?)?;
@@ -222,7 +240,11 @@ fn files(dir: &Path) -> Result<BTreeSet<String>> {
     for entry in walkdir::WalkDir::new(dir) {
         let entry = entry?;
         if entry.file_type().is_file() {
-            let name = entry.path().strip_prefix(dir)?.to_string_lossy().into_owned();
+            let name = entry
+                .path()
+                .strip_prefix(dir)?
+                .to_string_lossy()
+                .into_owned();
             if !UNPACK_MARKERS.contains(&name.as_str()) {
                 out.insert(name);
             }

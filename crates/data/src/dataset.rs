@@ -409,10 +409,7 @@ impl<'a> Labeler<'a> {
         let mut ids = Vec::new();
         for name in label_list(row, self.separator.as_deref()) {
             let Some(&id) = self.index.get(name.as_str()) else {
-                let message = format!(
-                    "unknown label {name:?} (known: {})",
-                    self.labels.join(", ")
-                );
+                let message = format!("unknown label {name:?} (known: {})", self.labels.join(", "));
                 return Err(bad(self.path, row.line, message));
             };
             ids.push(id);
@@ -740,7 +737,10 @@ fn read_jsonl(
                             other => Err(bad(
                                 path,
                                 line,
-                                format!("field {:?} holds {other}, not a label name or number", c.label),
+                                format!(
+                                    "field {:?} holds {other}, not a label name or number",
+                                    c.label
+                                ),
                             )),
                         })
                         .collect::<Result<Vec<_>, _>>()?,

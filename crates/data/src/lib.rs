@@ -29,8 +29,8 @@ pub mod split;
 pub mod stream;
 
 pub use dataset::{
-    clean, read_dataset, BadRows, Columns, DataFormat, Dataset, Example, HygieneReport, ReadOptions,
-    Target, Task,
+    clean, read_dataset, BadRows, Columns, DataFormat, Dataset, Example, HygieneReport,
+    ReadOptions, Target, Task,
 };
 pub use encode::{encode_dataset, EncodedDataset};
 pub use input::{read_texts, DataError, TextFormat};

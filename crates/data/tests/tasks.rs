@@ -55,7 +55,11 @@ fn a_list_valued_jsonl_field_is_multi_label() {
 #[test]
 fn a_label_separator_makes_csv_multi_label_and_dev_labels_are_checked() {
     let d = tempfile::tempdir().unwrap();
-    let p = write(d.path(), "train.csv", "text,label\n股市,finance|news\n闲聊,\n球赛,sports\n");
+    let p = write(
+        d.path(),
+        "train.csv",
+        "text,label\n股市,finance|news\n闲聊,\n球赛,sports\n",
+    );
     let options = ReadOptions {
         columns: Columns {
             label_separator: Some("|".into()),
@@ -73,7 +77,11 @@ fn a_label_separator_makes_csv_multi_label_and_dev_labels_are_checked() {
         ]
     );
     // The same text with another label set is a conflict, as in single-label.
-    let p = write(d.path(), "dev.csv", "text,label\n股市,finance\n新闻,news|weather\n");
+    let p = write(
+        d.path(),
+        "dev.csv",
+        "text,label\n股市,finance\n新闻,news|weather\n",
+    );
     let dev = ReadOptions {
         known_labels: Some(data.labels.clone()),
         task: Some(Task::MultiLabel),
@@ -92,7 +100,11 @@ fn a_label_separator_makes_csv_multi_label_and_dev_labels_are_checked() {
 #[test]
 fn a_column_of_non_integer_numbers_is_regression() {
     let d = tempfile::tempdir().unwrap();
-    let p = write(d.path(), "sts.tsv", "text\tscore\n好\t4.5\n差\t0\n一般\t2.25\n");
+    let p = write(
+        d.path(),
+        "sts.tsv",
+        "text\tscore\n好\t4.5\n差\t0\n一般\t2.25\n",
+    );
     let options = ReadOptions {
         columns: Columns {
             label: "score".into(),
@@ -126,24 +138,38 @@ fn a_non_number_in_a_numeric_column_names_file_and_line() {
         "{e}"
     );
     // Forced regression: integers are values, and a name is an error too.
-    let p = write(d.path(), "forced.jsonl", "{\"text\": \"好\", \"label\": 5}\n{\"text\": \"差\", \"label\": \"low\"}\n");
+    let p = write(
+        d.path(),
+        "forced.jsonl",
+        "{\"text\": \"好\", \"label\": 5}\n{\"text\": \"差\", \"label\": \"low\"}\n",
+    );
     let forced = ReadOptions {
         task: Some(Task::Regression),
         ..Default::default()
     };
     let e = read_dataset(&p, &forced).unwrap_err().to_string();
-    assert!(e.contains("forced.jsonl:2: label \"low\" is not a number"), "{e}");
+    assert!(
+        e.contains("forced.jsonl:2: label \"low\" is not a number"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_list_where_the_data_is_single_label_is_an_error() {
     let d = tempfile::tempdir().unwrap();
-    let p = write(d.path(), "dev.jsonl", "{\"text\": \"好\", \"label\": [\"pos\"]}\n");
+    let p = write(
+        d.path(),
+        "dev.jsonl",
+        "{\"text\": \"好\", \"label\": [\"pos\"]}\n",
+    );
     let options = ReadOptions {
         task: Some(Task::SingleLabel),
         known_labels: Some(vec!["neg".into(), "pos".into()]),
         ..Default::default()
     };
     let e = read_dataset(&p, &options).unwrap_err().to_string();
-    assert!(e.contains("dev.jsonl:1: the label field holds a list"), "{e}");
+    assert!(
+        e.contains("dev.jsonl:1: the label field holds a list"),
+        "{e}"
+    );
 }

@@ -143,7 +143,9 @@ pub fn composed_attention<B: Backend>(
     if let Some(bias) = mask_bias {
         scores = scores + bias;
     }
-    let dropout = burn::nn::Dropout { prob: shape.dropout };
+    let dropout = burn::nn::Dropout {
+        prob: shape.dropout,
+    };
     let probs = to_compute(dropout.forward(softmax(scores, 3)));
     probs.matmul(v).swap_dims(1, 2).reshape([tokens, hidden])
 }
@@ -175,9 +177,9 @@ pub fn has_fused_kernel<B: Backend>() -> bool {
 }
 
 #[cfg(feature = "flex")]
-mod flex;
-#[cfg(feature = "flex")]
 mod exp;
+#[cfg(feature = "flex")]
+mod flex;
 #[cfg(feature = "flex")]
 mod kernel;
 

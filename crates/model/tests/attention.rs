@@ -65,7 +65,11 @@ fn padding<B: Backend>(device: &B::Device) -> Tensor<B, 4> {
 /// A mask that differs per head and per query row, to check every stride.
 fn full_mask<B: Backend>(device: &B::Device) -> Tensor<B, 4> {
     B::seed(device, 11);
-    Tensor::random([BATCH, HEADS, SEQ, SEQ], Distribution::Normal(0.0, 1.0), device)
+    Tensor::random(
+        [BATCH, HEADS, SEQ, SEQ],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    )
 }
 
 fn on<B: Backend>(t: &Tensor<impl Backend, 2>, device: &B::Device) -> Tensor<B, 2> {
@@ -86,7 +90,11 @@ fn flex_kernel_matches_composed_ops_in_inference() {
     let _rng = lock();
     let device = Default::default();
     let [q, k, v] = qkv::<Flex>(&device);
-    let masks = [None, Some(padding::<Flex>(&device)), Some(full_mask::<Flex>(&device))];
+    let masks = [
+        None,
+        Some(padding::<Flex>(&device)),
+        Some(full_mask::<Flex>(&device)),
+    ];
     for mask in masks {
         let what = format!("mask {:?}", mask.as_ref().map(|m| m.dims()));
         let got = self_attention(q.clone(), k.clone(), v.clone(), mask.clone(), shape(0.1));
@@ -110,7 +118,13 @@ fn burns_fused_op_matches_composed_ops_on_ndarray() {
 /// Output and the gradients of q, k, v for a weighted sum of the output
 /// (weights random, so every output element's gradient differs).
 fn run_with_grads(
-    attn: fn(Tensor<AF, 2>, Tensor<AF, 2>, Tensor<AF, 2>, Option<Tensor<AF, 4>>, AttentionShape) -> Tensor<AF, 2>,
+    attn: fn(
+        Tensor<AF, 2>,
+        Tensor<AF, 2>,
+        Tensor<AF, 2>,
+        Option<Tensor<AF, 4>>,
+        AttentionShape,
+    ) -> Tensor<AF, 2>,
     mask: Option<Tensor<AF, 4>>,
     dropout: f64,
 ) -> [Vec<f32>; 4] {
@@ -129,7 +143,10 @@ fn run_with_grads(
 fn compare_gradients(mask: Option<Tensor<AF, 4>>, dropout: f64) {
     let got = run_with_grads(self_attention, mask.clone(), dropout);
     let want = run_with_grads(composed_attention, mask, dropout);
-    for (name, (g, w)) in ["output", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+    for (name, (g, w)) in ["output", "dq", "dk", "dv"]
+        .iter()
+        .zip(got.iter().zip(&want))
+    {
         assert_close(&format!("{name}, dropout {dropout}"), g, w, 1e-5);
     }
 }

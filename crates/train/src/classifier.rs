@@ -111,7 +111,12 @@ pub struct ClassPrediction {
 }
 
 impl ClassPrediction {
-    fn new(p: Prediction, labels: &Arc<[String]>, thresholds: &[f32], problem: ProblemType) -> Self {
+    fn new(
+        p: Prediction,
+        labels: &Arc<[String]>,
+        thresholds: &[f32],
+        problem: ProblemType,
+    ) -> Self {
         let labels_over_threshold = match problem {
             ProblemType::SingleLabelClassification => vec![labels[p.label].clone()],
             ProblemType::MultiLabelClassification => {

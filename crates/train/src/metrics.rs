@@ -144,7 +144,10 @@ impl EvalMetrics {
                 or_nan(self.hamming_loss)
             )
         } else {
-            format!("accuracy {:.4} macro_f1 {:.4}", self.accuracy, self.macro_f1)
+            format!(
+                "accuracy {:.4} macro_f1 {:.4}",
+                self.accuracy, self.macro_f1
+            )
         }
     }
 
@@ -243,7 +246,9 @@ impl Metric {
     pub fn for_problem(self, problem: zhbert_model::ProblemType) -> Result<Self, String> {
         use zhbert_model::ProblemType::*;
         let allowed: &[Self] = match problem {
-            SingleLabelClassification => &[Self::Accuracy, Self::MacroF1, Self::MicroF1, Self::Loss],
+            SingleLabelClassification => {
+                &[Self::Accuracy, Self::MacroF1, Self::MicroF1, Self::Loss]
+            }
             MultiLabelClassification => &[
                 Self::MicroF1,
                 Self::MacroF1,
@@ -252,7 +257,13 @@ impl Metric {
                 Self::HammingLoss,
                 Self::Loss,
             ],
-            Regression => &[Self::Mse, Self::Mae, Self::Pearson, Self::Spearman, Self::Loss],
+            Regression => &[
+                Self::Mse,
+                Self::Mae,
+                Self::Pearson,
+                Self::Spearman,
+                Self::Loss,
+            ],
         };
         let chosen = match (problem, self) {
             (MultiLabelClassification, Self::Accuracy) => Self::MicroF1,

@@ -83,7 +83,10 @@ pub fn check_problem(config: &TrainConfig, problem: ProblemType) -> Result<Metri
         problem == ProblemType::MultiLabelClassification || !config.tune_thresholds,
         "tune thresholds: only multi-label runs have thresholds (this run is {name})"
     );
-    config.metric.for_problem(problem).map_err(anyhow::Error::msg)
+    config
+        .metric
+        .for_problem(problem)
+        .map_err(anyhow::Error::msg)
 }
 
 /// Multi-label `pos_weight` from `--class-weights`: the list as given, or
@@ -303,7 +306,10 @@ pub fn multi_label_metrics(
 /// Spearman (scipy's `pearsonr`, `spearmanr`; NaN for a constant side).
 pub fn regression_metrics(truth: &[f32], predicted: &[f32]) -> EvalMetrics {
     let n = truth.len().max(1) as f64;
-    let diffs = truth.iter().zip(predicted).map(|(&t, &p)| p as f64 - t as f64);
+    let diffs = truth
+        .iter()
+        .zip(predicted)
+        .map(|(&t, &p)| p as f64 - t as f64);
     let mse = diffs.clone().map(|d| d * d).sum::<f64>() / n;
     let mae = diffs.map(f64::abs).sum::<f64>() / n;
     let (t, p): (Vec<f64>, Vec<f64>) = truth
@@ -369,8 +375,11 @@ pub fn tune_thresholds(truth: &[Vec<f32>], probs: &[Vec<f32>], default: f32) -> 
     let k = probs.first().map_or(0, Vec::len);
     (0..k)
         .map(|j| {
-            let mut pairs: Vec<(f32, bool)> =
-                probs.iter().zip(truth).map(|(p, t)| (p[j], t[j] > 0.5)).collect();
+            let mut pairs: Vec<(f32, bool)> = probs
+                .iter()
+                .zip(truth)
+                .map(|(p, t)| (p[j], t[j] > 0.5))
+                .collect();
             if !pairs.iter().any(|&(_, positive)| positive) {
                 return default;
             }
@@ -439,8 +448,7 @@ impl Thresholds {
         if !path.is_file() {
             return Ok(None);
         }
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
         let t: Thresholds = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a thresholds file", path.display()))?;
         anyhow::ensure!(

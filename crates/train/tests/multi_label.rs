@@ -54,7 +54,10 @@ fn metrics_match_scikit_learn() {
     let m = multi_label_metrics(&labels, &truth, &probs, &thresholds, 0.0);
     let close = |got: f64, key: &str| {
         let want = f[key].as_f64().unwrap();
-        assert!((got - want).abs() < 1e-12, "{key}: {got} vs scikit-learn {want}");
+        assert!(
+            (got - want).abs() < 1e-12,
+            "{key}: {got} vs scikit-learn {want}"
+        );
     };
     close(m.micro_f1, "micro_f1");
     close(m.macro_f1, "macro_f1");
@@ -62,7 +65,11 @@ fn metrics_match_scikit_learn() {
     close(m.accuracy, "subset_accuracy");
     close(m.hamming_loss.unwrap(), "hamming_loss");
     for (j, c) in m.per_class.iter().enumerate() {
-        for (got, key) in [(c.precision, "precision"), (c.recall, "recall"), (c.f1, "f1")] {
+        for (got, key) in [
+            (c.precision, "precision"),
+            (c.recall, "recall"),
+            (c.f1, "f1"),
+        ] {
             let want = f[key][j].as_f64().unwrap();
             assert!((got - want).abs() < 1e-12, "{key}[{j}]: {got} vs {want}");
         }
@@ -97,7 +104,12 @@ fn reviews_jsonl(path: &std::path::Path, skip: usize, n: usize) {
     let mut lines = Vec::new();
     for (label, file) in ["neg.txt", "pos.txt"].iter().enumerate() {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        for t in text.lines().filter(|l| !l.trim().is_empty()).skip(skip).take(n / 2) {
+        for t in text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .skip(skip)
+            .take(n / 2)
+        {
             let labels = zhbert_testkit::review_tags(t, label == 1);
             lines.push(serde_json::json!({ "text": t, "labels": labels }).to_string());
         }
@@ -161,7 +173,11 @@ fn fine_tune_writes_a_multi_label_folder_that_classifier_reads() {
     let again = classifier.evaluate(&data).unwrap();
     assert_eq!(
         (again.micro_f1, again.samples_f1, again.hamming_loss),
-        (dev_metrics.micro_f1, dev_metrics.samples_f1, dev_metrics.hamming_loss)
+        (
+            dev_metrics.micro_f1,
+            dev_metrics.samples_f1,
+            dev_metrics.hamming_loss
+        )
     );
     for p in classifier.predict(&["质量很好，推荐！", "太差了"]).unwrap() {
         let want: Vec<&str> = (0..p.probs.len())

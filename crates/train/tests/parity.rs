@@ -15,8 +15,8 @@ use zhbert_testkit::{fixtures, minilm_dir};
 use zhbert_tokenizer::{Batch, BertTokenizer};
 use zhbert_train::optim::{param_paths, read_f32_tensors};
 use zhbert_train::{
-    AdamWConfig, ClassWeights, Replica, StepRecord, TrainConfig, TrainData, TrainObserver, TrainSet, Trainer,
-    Warmup,
+    AdamWConfig, ClassWeights, Replica, StepRecord, TrainConfig, TrainData, TrainObserver,
+    TrainSet, Trainer, Warmup,
 };
 
 type AB = Autodiff<Flex>;
@@ -185,7 +185,10 @@ fn train_run<B: AutodiffBackend>(
     };
     let ended = trainer.fit(model, &mut trace);
     if let Some(steps) = stop_after {
-        assert!(ended.is_err(), "stopped after {steps} steps by the observer");
+        assert!(
+            ended.is_err(),
+            "stopped after {steps} steps by the observer"
+        );
         return (HashMap::new(), trace.steps);
     }
     let summary = ended.unwrap();
@@ -416,7 +419,10 @@ fn loss_variant_matches_pytorch(
     let moved = (0..want.grad_norms.len())
         .map(|s| (want.grad_norms[s] - plain.grad_norms[s]).abs() / plain.grad_norms[s])
         .fold(0.0, f64::max);
-    assert!(moved > 1e-3, "{variant}: the plain run's grad norms ({moved:e})");
+    assert!(
+        moved > 1e-3,
+        "{variant}: the plain run's grad norms ({moved:e})"
+    );
 }
 
 /// Five fp32 steps on backend `B` against PyTorch and against Flex: losses

@@ -71,7 +71,10 @@ fn fine_tune_on_a_numeric_column_trains_a_regression_head() {
     assert_eq!(test.loss, test.mse.unwrap());
     assert!(test.pearson.unwrap().is_finite());
     let eval_json = std::fs::read_to_string(out.join("eval.json")).unwrap();
-    assert!(!eval_json.contains("accuracy"), "no accuracy for regression");
+    assert!(
+        !eval_json.contains("accuracy"),
+        "no accuracy for regression"
+    );
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["problem_type"], "regression");

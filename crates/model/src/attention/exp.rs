@@ -80,7 +80,8 @@ pub(super) fn exp_sub_sum(row: &mut [f32], max: f32) -> f32 {
             // SAFETY: the CPU has AVX-512F.
             return unsafe { body_avx512(row, max) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU has AVX2 and FMA.
             return unsafe { body_avx2(row, max) };
         }

@@ -34,7 +34,9 @@ pub(super) fn try_attention<B: Backend>(
     mask_bias: Option<Tensor<B, 4>>,
     shape: AttentionShape,
 ) -> Result<Tensor<B, 2>, Inputs4<B>> {
-    let fp32 = [q.dtype(), k.dtype(), v.dtype()].iter().all(|&d| d == DType::F32)
+    let fp32 = [q.dtype(), k.dtype(), v.dtype()]
+        .iter()
+        .all(|&d| d == DType::F32)
         && mask_bias.as_ref().is_none_or(|m| m.dtype() == DType::F32);
     let [tokens, _] = q.dims();
     let l = tokens / shape.batch.max(1);
@@ -53,14 +55,17 @@ pub(super) fn try_attention<B: Backend>(
     }
     let (q, k, v) = (primitive(q), primitive(k), primitive(v));
     let mask = mask_bias.map(primitive::<B, 4>);
-    let (q, k, v, mask) = match downcast::<_, (FlexTensor, FlexTensor, FlexTensor, Option<FlexTensor>)>((q, k, v, mask)) {
-        Ok(flex) => {
-            let out = downcast::<FlexTensor, B::FloatTensorPrimitive>(inference(flex, shape))
-                .unwrap_or_else(|_| unreachable!("B is Flex"));
-            return Ok(from_primitive(out));
-        }
-        Err(inputs) => inputs,
-    };
+    let (q, k, v, mask) =
+        match downcast::<_, (FlexTensor, FlexTensor, FlexTensor, Option<FlexTensor>)>((
+            q, k, v, mask,
+        )) {
+            Ok(flex) => {
+                let out = downcast::<FlexTensor, B::FloatTensorPrimitive>(inference(flex, shape))
+                    .unwrap_or_else(|_| unreachable!("B is Flex"));
+                return Ok(from_primitive(out));
+            }
+            Err(inputs) => inputs,
+        };
     let ad = downcast::<_, (AdTensor, AdTensor, AdTensor, Option<AdTensor>)>((q, k, v, mask))
         .unwrap_or_else(|_| unreachable!("has_fused_kernel admits Flex and Autodiff<Flex> only"));
     let out = downcast::<AdTensor, B::FloatTensorPrimitive>(autodiff(ad, shape))
@@ -82,7 +87,8 @@ fn geometry(q: &FlexTensor, shape: &AttentionShape) -> Geometry {
 
 /// A contiguous f32 tensor's elements.
 fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("made contiguous by `contiguous`")
+    t.as_slice::<f32>()
+        .expect("made contiguous by `contiguous`")
 }
 
 fn contiguous(t: FlexTensor) -> FlexTensor {
@@ -104,11 +110,18 @@ fn bias_view<'a>(mask: &'a FlexTensor, g: &Geometry) -> Bias<'a> {
 }
 
 fn tensor(data: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
-    FlexTensor::new(Bytes::from_elems(data), Layout::contiguous(Shape::from(dims)), DType::F32)
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(Shape::from(dims)),
+        DType::F32,
+    )
 }
 
 /// Flex without autodiff: no dropout (it is off without autodiff), nothing kept.
-fn inference((q, k, v, mask): (FlexTensor, FlexTensor, FlexTensor, Option<FlexTensor>), shape: AttentionShape) -> FlexTensor {
+fn inference(
+    (q, k, v, mask): (FlexTensor, FlexTensor, FlexTensor, Option<FlexTensor>),
+    shape: AttentionShape,
+) -> FlexTensor {
     let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
     let mask = mask.map(contiguous);
     let g = geometry(&q, &shape);
@@ -172,19 +185,30 @@ fn dropout_mask(g: &Geometry, p: f64) -> Option<(FlexTensor, f32)> {
     (p > 0.0).then(|| {
         let keep = 1.0 - p;
         let dims = [g.batch, g.heads, g.seq, g.seq];
-        let mask = Tensor::<Flex, 4>::random(dims, Distribution::Bernoulli(keep), &Default::default());
+        let mask =
+            Tensor::<Flex, 4>::random(dims, Distribution::Bernoulli(keep), &Default::default());
         (contiguous(primitive(mask)), (1.0 / keep) as f32)
     })
 }
 
 /// `Autodiff<Flex>`: one node whose parents are q, k and v.
-fn autodiff((q, k, v, mask): (AdTensor, AdTensor, AdTensor, Option<AdTensor>), shape: AttentionShape) -> AdTensor {
+fn autodiff(
+    (q, k, v, mask): (AdTensor, AdTensor, AdTensor, Option<AdTensor>),
+    shape: AttentionShape,
+) -> AdTensor {
     let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
-    let (qp, kp, vp) = (contiguous(q.primitive), contiguous(k.primitive), contiguous(v.primitive));
+    let (qp, kp, vp) = (
+        contiguous(q.primitive),
+        contiguous(k.primitive),
+        contiguous(v.primitive),
+    );
     let mask = mask.map(|m| contiguous(m.primitive));
     let g = geometry(&qp, &shape);
     let keep = dropout_mask(&g, shape.dropout);
-    let prep = AttentionBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful();
+    let prep = AttentionBackward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful();
     let tracked = matches!(prep, OpsKind::Tracked(_));
     let inputs = Inputs {
         q: values(&qp),

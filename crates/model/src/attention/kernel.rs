@@ -78,7 +78,15 @@ type Operand = (*const f32, isize, isize);
 ///
 /// # Safety
 /// The pointers must cover the matrices their strides describe.
-unsafe fn gemm(m: usize, n: usize, k: usize, dst: (*mut f32, isize), lhs: Operand, rhs: Operand, beta: f32) {
+unsafe fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (*mut f32, isize),
+    lhs: Operand,
+    rhs: Operand,
+    beta: f32,
+) {
     unsafe {
         gemm::gemm(
             m,
@@ -108,7 +116,12 @@ unsafe fn gemm(m: usize, n: usize, k: usize, dst: (*mut f32, isize), lhs: Operan
 /// single float accumulator is a serial chain the compiler may not reorder,
 /// eight are one vector register.
 #[inline(always)]
-fn lanes(x: &[f32], init: f32, step: impl Fn(f32, f32) -> f32, merge: impl Fn(f32, f32) -> f32) -> f32 {
+fn lanes(
+    x: &[f32],
+    init: f32,
+    step: impl Fn(f32, f32) -> f32,
+    merge: impl Fn(f32, f32) -> f32,
+) -> f32 {
     let mut acc = [init; 8];
     let mut chunks = x.chunks_exact(8);
     for chunk in &mut chunks {
@@ -124,7 +137,12 @@ fn lanes(x: &[f32], init: f32, step: impl Fn(f32, f32) -> f32, merge: impl Fn(f3
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (xa, xb) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += xa[i] * xb[i];
@@ -141,7 +159,12 @@ fn softmax_row(row: &mut [f32], bias: Option<&[f32]>) {
             *s += b;
         }
     }
-    let max = lanes(row, f32::NEG_INFINITY, |m, x| if x > m { x } else { m }, |a, b| a.max(b));
+    let max = lanes(
+        row,
+        f32::NEG_INFINITY,
+        |m, x| if x > m { x } else { m },
+        |a, b| a.max(b),
+    );
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
         return;
@@ -165,7 +188,14 @@ pub(super) struct Inputs<'a> {
 
 /// One pair's forward: `probs` (`seq×seq`) receives the softmax before dropout,
 /// the context goes to `out`.
-fn forward_pair(g: &Geometry, pair: usize, x: &Inputs, probs: &mut [f32], dropped: &mut Vec<f32>, out: SharedMut) {
+fn forward_pair(
+    g: &Geometry,
+    pair: usize,
+    x: &Inputs,
+    probs: &mut [f32],
+    dropped: &mut Vec<f32>,
+    out: SharedMut,
+) {
     let (l, d, hs) = (g.seq, g.head_dim, g.hidden() as isize);
     let off = g.head_offset(pair);
     // SAFETY: each head is `seq` rows of `d` columns with row stride `hidden`,
@@ -190,7 +220,15 @@ fn forward_pair(g: &Geometry, pair: usize, x: &Inputs, probs: &mut [f32], droppe
     // SAFETY: as above; the pair's output block is written by this task only.
     unsafe {
         let v = (x.v.as_ptr().add(off), hs, 1);
-        gemm(l, d, l, (out.at(off), hs), (p.as_ptr(), l as isize, 1), v, 1.0);
+        gemm(
+            l,
+            d,
+            l,
+            (out.at(off), hs),
+            (p.as_ptr(), l as isize, 1),
+            v,
+            1.0,
+        );
     }
 }
 
@@ -210,11 +248,10 @@ pub(super) fn forward(g: &Geometry, x: Inputs, keep_probs: bool) -> (Vec<f32>, O
             });
         (out, Some(probs))
     } else {
-        (0..g.pairs())
-            .into_par_iter()
-            .for_each_init(|| (vec![0.0f32; ll], Vec::new()), |(p, dropped), pair| {
-                forward_pair(g, pair, &x, p, dropped, out_ptr)
-            });
+        (0..g.pairs()).into_par_iter().for_each_init(
+            || (vec![0.0f32; ll], Vec::new()),
+            |(p, dropped), pair| forward_pair(g, pair, &x, p, dropped, out_ptr),
+        );
         (out, None)
     }
 }
@@ -242,12 +279,20 @@ pub(super) struct Grads {
 /// the mask (1 without dropout), `dO` the context's gradient:
 /// `dV = (P∘D)ᵀ·dO`, `dP = (dO·Vᵀ)∘D`, `dS = P∘(dP − rowsum(dP∘P))`,
 /// `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`.
-fn backward_pair(g: &Geometry, pair: usize, s: &Saved, scratch: &mut (Vec<f32>, Vec<f32>), out: [SharedMut; 3]) {
+fn backward_pair(
+    g: &Geometry,
+    pair: usize,
+    s: &Saved,
+    scratch: &mut (Vec<f32>, Vec<f32>),
+    out: [SharedMut; 3],
+) {
     let (l, d, hs) = (g.seq, g.head_dim, g.hidden() as isize);
     let li = l as isize;
     let off = g.head_offset(pair);
     let probs = &s.probs[pair * l * l..(pair + 1) * l * l];
-    let keep = s.dropout.map(|drop| (&drop.keep[pair * l * l..(pair + 1) * l * l], drop.scale));
+    let keep = s
+        .dropout
+        .map(|drop| (&drop.keep[pair * l * l..(pair + 1) * l * l], drop.scale));
     let (dp, dropped) = scratch;
     dp.resize(l * l, 0.0);
     let p_used: &[f32] = match keep {
@@ -302,10 +347,9 @@ pub(super) fn backward(g: &Geometry, saved: Saved) -> Grads {
         SharedMut(grads.k.as_mut_ptr()),
         SharedMut(grads.v.as_mut_ptr()),
     ];
-    (0..g.pairs())
-        .into_par_iter()
-        .for_each_init(|| (Vec::new(), Vec::new()), |scratch, pair| {
-            backward_pair(g, pair, &saved, scratch, out)
-        });
+    (0..g.pairs()).into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |scratch, pair| backward_pair(g, pair, &saved, scratch, out),
+    );
     grads
 }

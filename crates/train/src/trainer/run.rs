@@ -34,8 +34,8 @@ use super::replicas::same_weights_as_main;
 use super::{ensure_precision_supported, stop_requested, TrainError, TrainSummary, Trainer};
 use crate::inference::{evaluate_task, input_of};
 use crate::metrics::{EvalMetrics, Metric};
-use crate::tasks::{bce_with_logits, EvalTask};
 use crate::optim::{param_paths, AdamW, GradAccumulator};
+use crate::tasks::{bce_with_logits, EvalTask};
 
 type Model<AB> = BertForSequenceClassification<AB>;
 
@@ -369,7 +369,10 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
             .context("a multi-label or regression batch without float targets")?;
         let local = &targets[rows];
         if let Some(row) = local.iter().find(|r| r.len() != k) {
-            bail!("a target row of {} values for a head of {k} outputs", row.len());
+            bail!(
+                "a target row of {} values for a head of {k} outputs",
+                row.len()
+            );
         }
         let flat: Vec<f32> = local.iter().flatten().copied().collect();
         let targets = Tensor::<AB, 1>::from_data(flat.as_slice(), device).reshape([n, k]);
@@ -667,10 +670,7 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
                 let mut fresh = AdamW::new::<AB, _>(self.opt.config.clone(), &model);
                 let dir = checkpoint_dir(job.output, best);
                 load_checkpoint(&dir, &mut model, &mut fresh, job.device)?;
-                tracing::info!(
-                    "kept the weights of step {best} (best {})",
-                    self.metric
-                );
+                tracing::info!("kept the weights of step {best} (best {})", self.metric);
             }
         }
         save_classifier(&model, job.model_config, job.output)?;
@@ -735,7 +735,11 @@ impl<AB: AutodiffBackend> Trainer<'_, AB> {
         if task.problem_type != ProblemType::MultiLabelClassification {
             return Ok(task);
         }
-        let dev = self.data.dev.as_ref().filter(|_| self.config.tune_thresholds);
+        let dev = self
+            .data
+            .dev
+            .as_ref()
+            .filter(|_| self.config.tune_thresholds);
         if let Some(dev) = dev {
             let logits = autocast(self.config.precision, || {
                 crate::inference::logits_of(
@@ -751,7 +755,10 @@ impl<AB: AutodiffBackend> Trainer<'_, AB> {
             task.thresholds = crate::tasks::tune_thresholds(truth, &probs, self.config.threshold);
             tracing::info!("thresholds tuned on dev: {:?}", task.thresholds);
         } else if self.config.tune_thresholds {
-            tracing::warn!("no dev set to tune thresholds on: every label keeps {}", self.config.threshold);
+            tracing::warn!(
+                "no dev set to tune thresholds on: every label keeps {}",
+                self.config.threshold
+            );
         }
         crate::tasks::Thresholds {
             labels: self.data.labels.clone(),

@@ -100,7 +100,11 @@ pub fn train_20(
     problem: ProblemType,
     labels: &[String],
     class_weights: Option<ClassWeights>,
-) -> (Vec<(f64, f64, f64)>, HashMap<String, Vec<f32>>, serde_json::Value) {
+) -> (
+    Vec<(f64, f64, f64)>,
+    HashMap<String, Vec<f32>>,
+    serde_json::Value,
+) {
     let device = Default::default();
     let mut config = BertConfig::from_file(minilm_dir().join("config.json")).unwrap();
     config.hidden_dropout_prob = 0.0;
@@ -160,7 +164,10 @@ pub fn check(want: &Reference, trace: &[(f64, f64, f64)], got: &HashMap<String, 
     let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
     let (mut loss_d, mut norm_d) = (0.0f64, 0.0f64);
     for (step, &(loss, norm, lr)) in trace.iter().enumerate() {
-        assert!((lr - want.learning_rates[step]).abs() < 1e-12, "step {step}: lr {lr}");
+        assert!(
+            (lr - want.learning_rates[step]).abs() < 1e-12,
+            "step {step}: lr {lr}"
+        );
         loss_d = loss_d.max(rel(loss, want.losses[step]));
         norm_d = norm_d.max(rel(norm, want.grad_norms[step]));
     }
@@ -171,7 +178,11 @@ pub fn check(want: &Reference, trace: &[(f64, f64, f64)], got: &HashMap<String, 
     for (name, w) in &want.final_weights {
         let g = &got[name];
         assert_eq!(g.len(), w.len(), "{name}");
-        let d = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let d = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
         eprintln!("{name}: max abs diff {d:e}");
         assert!(d < 5e-7, "{name}: final weights differ by {d:e}");
     }
