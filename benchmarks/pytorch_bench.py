@@ -16,7 +16,10 @@ Eager mode, torch's default intra-op threads (one per core), like zhbert. float3
 default; `--precision bf16|f16` runs the model under `torch.autocast`, as
 `zhbert bench --precision` does (no loss scaling: random data never overflows).
 `--device cuda` runs on the GPU (zhbert's `--backend cuda`) and adds the caching
-allocator's peak (`peak_gpu_mb`).
+allocator's peak (`peak_gpu_mb`). `infer --quantize int8` times
+`torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, torch.qint8)` (fbgemm on
+x86: int8 weights per tensor, activations quantized per batch with reduce_range), as
+`zhbert bench infer --quantize int8` times zhbert's int8 kernels.
 """
 
 import contextlib
@@ -26,6 +29,7 @@ import json
 import os
 import resource
 import time
+import warnings
 
 import sys
 from pathlib import Path
@@ -100,6 +104,7 @@ def model_fields(args, config):
         "seq_len": args.seq_len,
         "steps": args.steps,
         "precision": args.precision,
+        "quantize": getattr(args, "quantize", None),
     }
 
 
@@ -164,6 +169,11 @@ def tokenize(args):
 def infer(args):
     model, config = model_of(args.model)
     model.to(args.device).eval()
+    if args.quantize == "int8":
+        assert args.device == "cpu" and args.precision == "fp32", "--quantize int8 is for the CPU"
+        with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     out = model_fields(args, config)
     if args.texts:
         assert args.device == "cpu" and args.precision == "fp32", "--texts times fp32 on the CPU only"
@@ -246,6 +256,8 @@ def main():
         w.add_argument("--limit", type=int, default=2_000)
         w.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
         w.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "f16"])
+        if name == "infer":
+            w.add_argument("--quantize", choices=["int8"])
     args = p.parse_args()
     torch.manual_seed(0)
     result = {"matmul": matmul, "tokenize": tokenize, "infer": infer, "train": train}[args.workload](args)

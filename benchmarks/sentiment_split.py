@@ -19,19 +19,31 @@ def add_data_dir(ap) -> None:
                     help="folder with train.tsv, dev.tsv and test.tsv")
 
 
-def read_split(path: Path) -> tuple[list[str], list[int]]:
-    """(texts, label ids) of a zhbert TSV file (header text<TAB>label)."""
+def read_split(path: Path, names: list[str] = LABELS) -> tuple[list[str], list[int]]:
+    """(texts, label ids) of a zhbert TSV file (header text<TAB>label); the
+    ids index `names` (default: the sentiment labels)."""
+    rows = read_rows(path)
+    texts, labels = [], []
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != 2 or row[1] not in names:
+            raise ValueError(f"{path}: bad row {i}: {row!r}")
+        texts.append(row[0])
+        labels.append(names.index(row[1]))
+    return texts, labels
+
+
+def label_names(path: Path) -> list[str]:
+    """The labels of a zhbert TSV file, sorted (for any dataset, not only
+    sentiment, whose labels come out in the order of `LABELS`)."""
+    return sorted({row[1] for row in read_rows(path)[1:] if len(row) == 2})
+
+
+def read_rows(path: Path) -> list[list[str]]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t"))
     if not rows or rows[0] != ["text", "label"]:
         raise ValueError(f"{path}: expected a header 'text<TAB>label', got {rows[:1]}")
-    texts, labels = [], []
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != 2 or row[1] not in LABELS:
-            raise ValueError(f"{path}: bad row {i}: {row!r}")
-        texts.append(row[0])
-        labels.append(LABELS.index(row[1]))
-    return texts, labels
+    return rows
 
 
 def display(path: Path) -> str:

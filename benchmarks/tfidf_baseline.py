@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Character n-gram TF-IDF + logistic regression baseline for the sentiment corpus.
+"""Character n-gram TF-IDF + logistic regression baseline for the sentiment corpus
+(or any zhbert TSV split with ``--data-dir``: the labels are those of train.tsv).
 
 Reads the split written by zhbert (``datasets/sentiment/{train,dev,test}.tsv``:
 tab-separated, header ``text<TAB>label``, CSV quoting where needed, labels
@@ -40,7 +41,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sentiment_split import REPO, add_data_dir, display, read_split, sha256  # noqa: E402
+from sentiment_split import REPO, add_data_dir, display, label_names, read_split, sha256  # noqa: E402
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -64,11 +65,13 @@ def main() -> None:
 
     files = {s: args.data_dir / f"{s}.tsv" for s in ("train", "dev", "test")}
     data = {}
+    names = label_names(files["train"])
     for s, p in files.items():
-        x, y = read_split(p)
+        x, y = read_split(p, names)
         data[s] = (x, np.asarray(y, dtype=np.int64))
     for s, (x, y) in data.items():
-        print(f"{s}: {len(x)} examples ({int((y == 0).sum())} negative, {int((y == 1).sum())} positive)")
+        counts = ", ".join(f"{int((y == i).sum())} {n}" for i, n in enumerate(names))
+        print(f"{s}: {len(x)} examples ({counts})")
 
     t0 = time.perf_counter()
     vec = vectorizer()

@@ -10,11 +10,16 @@ use serde_json::{json, Value};
 
 use crate::{assets, cargo, root};
 
+mod process;
+
 pub const USAGE: &str = "usage: cargo xtask bench [options]
 
   --backend B[,B...]   zhbert backends to run (flex, ndarray, wgpu, cuda); default flex
   --reps N             repetitions of every workload, interleaved (default 3)
-  --only W[,W...]      workloads: matmul, tokenize, infer, infer-texts, train, bert-base, serve (default: all)
+  --only W[,W...]      workloads: matmul, tokenize, infer, infer-texts, int8, train, bert-base (default: all of these;
+                       int8 is MiniLM inference with dynamic int8 linear layers, and runs with infer);
+                       serve (zhbert serve against FastAPI), process (zhbert train and predict timed as
+                       whole processes against the PyTorch scripts): only when named
   --tta                also time-to-accuracy of tiny-zh from scratch (minutes; see benchmarks/README.md)
   --tta-target ACC     dev accuracy to reach (default 0.75)
   --no-torch           zhbert only, even when PyTorch is installed
@@ -65,6 +70,19 @@ fn workloads(assets: &Path, reviews: &Path) -> Vec<Workload> {
             "infer MiniLM b32 l128 (seq/s)",
             "infer",
             &["infer", "--model", &minilm, "--steps", "5"],
+        ),
+        w(
+            "infer MiniLM b32 l128, dynamic int8 (seq/s)",
+            "int8",
+            &[
+                "infer",
+                "--model",
+                &minilm,
+                "--steps",
+                "5",
+                "--quantize",
+                "int8",
+            ],
         ),
         w(
             "infer MiniLM, 2k real reviews ≤128 tokens (texts/s)",
@@ -263,22 +281,30 @@ pub fn bench(args: &[String]) -> Result<()> {
             }
         );
     }
-    if let Some(only) = o
-        .only
-        .as_ref()
-        .filter(|only| only.iter().any(|g| g == "serve"))
-    {
+    // Groups of their own, run only when asked for by name.
+    let asked = |group: &str| {
+        o.only
+            .as_ref()
+            .is_some_and(|only| only.iter().any(|g| g == group))
+    };
+    if asked("serve") {
         serve_bench(&zhbert, &reviews, torch)?;
-        if only.len() == 1 {
-            return Ok(());
-        }
+    }
+    if asked("process") {
+        process::process_bench(&zhbert, &assets, o.reps, torch)?;
+    }
+    let only_own_groups = |only: &Vec<String>| only.iter().all(|g| g == "serve" || g == "process");
+    if o.only.as_ref().is_some_and(only_own_groups) {
+        return Ok(());
     }
     let selected: Vec<Workload> = workloads(&assets, &reviews)
         .into_iter()
         .filter(|w| {
-            o.only
-                .as_ref()
-                .is_none_or(|only| only.iter().any(|g| g == w.group))
+            o.only.as_ref().is_none_or(|only| {
+                // int8 is reported against the fp32 rows too, so it brings them.
+                only.iter()
+                    .any(|g| g == w.group || (g == "int8" && w.group == "infer"))
+            })
         })
         .collect();
     let runs = run_workloads(&o, &selected, &zhbert, torch)?;
@@ -394,6 +420,11 @@ fn summarize(selected: &[Workload], runs: &Runs) -> (String, Vec<Value>) {
         };
         let torch_speed = med("pytorch", key);
         let torch_rss = med("pytorch", "peak_rss_mb");
+        // A quantized row is also compared with PyTorch's fp32 on its twin row.
+        let torch_fp32 = fp32_twin(selected, i).and_then(|j| {
+            runs.get(&(j, "pytorch".to_string()))
+                .map(|rs| median(rs.iter().map(|r| metric(r, key)).collect()))
+        });
         let names: Vec<String> = runs
             .keys()
             .filter(|(j, _)| *j == i)
@@ -408,8 +439,12 @@ fn summarize(selected: &[Workload], runs: &Runs) -> (String, Vec<Value>) {
                 Some(t) if !is_torch => format!("{:.2}×", mine / t),
                 _ => "".into(),
             };
+            let vs_fp32 = match torch_fp32 {
+                Some(t) => format!(" ({:.2}× PyTorch fp32)", speed / t),
+                None => String::new(),
+            };
             table.push_str(&format!(
-                "| {} | {name} | {:.1} | {:.0} | {} | {} | {} |\n",
+                "| {} | {name} | {:.1} | {:.0} | {} | {}{vs_fp32} | {} |\n",
                 w.name,
                 speed,
                 rss,
@@ -422,11 +457,21 @@ fn summarize(selected: &[Workload], runs: &Runs) -> (String, Vec<Value>) {
                 "metric": key, "median": speed, "peak_rss_mb": rss, "gflops": gflops,
                 "speed_ratio_vs_pytorch": torch_speed.filter(|_| !is_torch).map(|t| speed / t),
                 "memory_ratio_vs_pytorch": torch_rss.filter(|_| !is_torch).map(|t| rss / t),
+                "speed_ratio_vs_pytorch_fp32": torch_fp32.map(|t| speed / t),
                 "runs": runs[&(i, name.clone())],
             }));
         }
     }
     (table, summary)
+}
+
+/// The fp32 row of a quantized workload: the same arguments without `--quantize`.
+fn fp32_twin(selected: &[Workload], i: usize) -> Option<usize> {
+    let args = &selected[i].args;
+    let at = args.iter().position(|a| a == "--quantize")?;
+    let mut fp32 = args.clone();
+    fp32.drain(at..at + 2);
+    selected.iter().position(|w| w.args == fp32)
 }
 
 /// Writes the results document (to `--out`, or `benchmarks/results/<date>-<machine>.json`)

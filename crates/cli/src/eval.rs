@@ -40,7 +40,11 @@ pub struct EvalArgs {
     #[arg(long)]
     max_length: Option<usize>,
     #[command(flatten)]
+    long_text: crate::long_text::LongTextArgs,
+    #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    quantize: crate::quantize::QuantizeArgs,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -56,6 +60,7 @@ fn eval_on<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
         batch_size: args.batch_size,
         max_length: None,
         pad_to_multiple_of: args.backend.pad_to_multiple_of,
+        quantize: args.quantize.for_backend(args.backend.kind()?)?,
     };
     let mut classifier =
         Classifier::<B>::load_with(&args.model, &options, device).map_err(|e| {
@@ -64,9 +69,7 @@ fn eval_on<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
                 "fine-tune it first (zhbert train): eval measures a trained head",
             )
         })?;
-    if let Some(n) = args.max_length {
-        classifier = crate::predict::with_max_length_flag(classifier, n)?;
-    }
+    classifier = args.long_text.apply(classifier, args.max_length)?;
     if let Some(t) = args.threshold {
         classifier = classifier.with_threshold(t)?;
     }

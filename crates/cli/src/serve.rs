@@ -7,8 +7,8 @@ use burn::tensor::backend::Backend;
 use zhbert_serve::{serve_blocking, ServeConfig, Server};
 use zhbert_train::{Classifier, ClassifierOptions};
 
-use crate::predict::{with_flag_for_fresh_head, with_max_length_flag};
-use crate::{with_backend, BackendArgs};
+use crate::predict::with_flag_for_fresh_head;
+use crate::{with_backend, BackendArgs, BackendKind};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -25,6 +25,8 @@ pub struct ServeArgs {
     /// inputs are refused (422) unless the request says `"truncate": true`.
     #[arg(long)]
     max_length: Option<usize>,
+    #[command(flatten)]
+    long_text: crate::long_text::LongTextArgs,
     /// Most padded tokens (inputs × longest) in one forward pass.
     #[arg(long, default_value_t = 16384, value_parser = at_least_one)]
     max_batch_tokens: usize,
@@ -43,11 +45,20 @@ pub struct ServeArgs {
     /// Largest request body in bytes; larger are answered 413.
     #[arg(long, default_value_t = 2_000_000, value_parser = at_least_one)]
     payload_limit: usize,
+    /// Seconds a request body may take to arrive; slower is answered 408.
+    #[arg(long, default_value_t = 30, value_parser = at_least_one)]
+    body_timeout: usize,
+    /// Inference workers, each running its own batches on its share of the
+    /// cores (default: one per core up to 4 on CPU backends, 1 on GPUs).
+    #[arg(long, value_parser = at_least_one)]
+    workers: Option<usize>,
     /// Accept a checkpoint without a trained head and serve a random one (for testing only).
     #[arg(long)]
     allow_fresh_head: bool,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    quantize: crate::quantize::QuantizeArgs,
 }
 
 fn at_least_one(text: &str) -> Result<usize, String> {
@@ -72,16 +83,15 @@ fn serve<B: Backend>(args: &ServeArgs, device: B::Device, backend: String) -> an
         batch_size: 32,
         max_length: None,
         pad_to_multiple_of: args.backend.pad_to_multiple_of,
+        quantize: args.quantize.for_backend(args.backend.kind()?)?,
     };
     let (model, max_length) = (args.model.clone(), args.max_length);
+    let long_text = args.long_text.clone();
     let load = move || {
-        let mut classifier = Classifier::<B>::load_with(&model, &options, &device).map_err(|e| {
+        let classifier = Classifier::<B>::load_with(&model, &options, &device).map_err(|e| {
             with_flag_for_fresh_head(e, "fine-tune it first (zhbert train), or pass --allow-fresh-head to serve a random head")
         })?;
-        if let Some(n) = max_length {
-            classifier = with_max_length_flag(classifier, n)?;
-        }
-        Ok(classifier)
+        long_text.apply(classifier, max_length)
     };
     let config = ServeConfig {
         model_id: args.model.clone(),
@@ -92,6 +102,12 @@ fn serve<B: Backend>(args: &ServeArgs, device: B::Device, backend: String) -> an
         max_client_batch_size: args.max_client_batch_size,
         auto_truncate: args.auto_truncate,
         payload_limit: args.payload_limit,
+        body_timeout: std::time::Duration::from_secs(args.body_timeout as u64),
+        // Batches side by side pay on a CPU; a GPU wants one stream of them.
+        workers: args.workers.unwrap_or(match args.backend.kind()? {
+            BackendKind::Flex | BackendKind::Ndarray => zhbert_serve::default_workers(),
+            _ => 1,
+        }),
     };
     // Bind first: a port in use ends at once, before the model loads.
     let address = format!("{}:{}", args.host, args.port);

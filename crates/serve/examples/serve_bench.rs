@@ -32,6 +32,8 @@ struct Options {
     levels: Vec<(usize, usize)>,
     work: PathBuf,
     soak_secs: u64,
+    /// More arguments for `zhbert serve` (`--serve-arg --workers --serve-arg 1`).
+    serve_args: Vec<String>,
 }
 
 fn parse() -> Result<Options> {
@@ -44,6 +46,7 @@ fn parse() -> Result<Options> {
         levels: vec![(1, 200), (8, 400), (32, 800), (128, 800)],
         work: "target/serve-bench".into(),
         soak_secs: 0,
+        serve_args: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -59,6 +62,7 @@ fn parse() -> Result<Options> {
             "--work" => o.work = value()?.into(),
             // Then load at concurrency 32 for this long, RSS sampled each minute.
             "--soak-secs" => o.soak_secs = value()?.parse()?,
+            "--serve-arg" => o.serve_args.push(value()?.clone()),
             // concurrency:count,...
             "--levels" => {
                 o.levels = value()?
@@ -104,7 +108,7 @@ fn read_texts(path: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-fn start_zhbert(zhbert: &Path, model: &Path) -> Result<(Child, String)> {
+fn start_zhbert(zhbert: &Path, model: &Path, extra: &[String]) -> Result<(Child, String)> {
     let mut child = Command::new(zhbert)
         .args([
             "serve",
@@ -113,6 +117,7 @@ fn start_zhbert(zhbert: &Path, model: &Path) -> Result<(Child, String)> {
             "--port",
             "0",
         ])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -210,6 +215,29 @@ async fn load(address: &str, texts: Arc<Vec<String>>, concurrency: usize, count:
     })
 }
 
+/// User and system CPU seconds of a process and all its threads so far
+/// (`/proc/PID/stat`, in clock ticks of 1/100 s, Linux's `USER_HZ`).
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// The machine's 1-minute load average: how busy the cores were with
+/// everything else.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// Peak resident memory of a process, in MB (`VmHWM`).
 fn peak_rss_mb(pid: u32) -> f64 {
     memory_mb(pid, "VmHWM:")
@@ -279,7 +307,14 @@ async fn bench_server(
         load(&address, Arc::clone(texts), 4, 40).await; // warm-up
         let mut levels = Vec::new();
         for &(concurrency, count) in &o.levels {
-            let r = load(&address, Arc::clone(texts), concurrency, count).await;
+            let (cpu, load_avg) = (cpu_seconds(child.id()), load_average());
+            let mut r = load(&address, Arc::clone(texts), concurrency, count).await;
+            // CPU time the server spent per answered request: what the work
+            // costs, less at the mercy of other processes than requests/s.
+            let answered = count as f64 - r["errors"].as_f64().unwrap_or(0.0);
+            r["server_cpu_ms_per_request"] =
+                json!((cpu_seconds(child.id()) - cpu) * 1e3 / answered.max(1.0));
+            r["load_average_before"] = json!(load_avg);
             println!("{name:>7} c={concurrency:<4} {r}");
             levels.push(r);
         }
@@ -309,6 +344,7 @@ fn compare(z: &Value, p: &Value) -> Value {
                 "requests_per_s_ratio": ratio(&z["requests_per_s"], &p["requests_per_s"]),
                 "p50_ratio": ratio(&z["p50_ms"], &p["p50_ms"]),
                 "p99_ratio": ratio(&z["p99_ms"], &p["p99_ms"]),
+                "server_cpu_per_request_ratio": ratio(&z["server_cpu_ms_per_request"], &p["server_cpu_ms_per_request"]),
             })
         })
         .collect();
@@ -347,7 +383,7 @@ fn main() -> Result<()> {
     make_model(&o.model_src, &model)?;
     let texts = Arc::new(read_texts(&o.texts)?);
     let runtime = tokio::runtime::Runtime::new()?;
-    let (child, address) = start_zhbert(&o.zhbert, &model)?;
+    let (child, address) = start_zhbert(&o.zhbert, &model, &o.serve_args)?;
     let zhbert = runtime.block_on(bench_server("zhbert", child, address, &o, &texts))?;
     let python = match &o.python {
         Some(python) if !python_ready(python) => {

@@ -46,6 +46,19 @@ pub struct PredictRequest {
     pub truncate: Option<bool>,
     /// Logits instead of probabilities.
     pub raw_scores: bool,
+    /// Which end of a too long text is cut (with `truncate`). Default right.
+    pub truncation_direction: TruncationDirection,
+}
+
+/// TEI's `truncation_direction`: `"Right"` cuts a too long text's end (the
+/// default, `transformers`' truncation), `"Left"` its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TruncationDirection {
+    /// Keep the end of the text.
+    Left,
+    /// Keep the start of the text.
+    #[default]
+    Right,
 }
 
 /// The body as serde sees it; `inputs` is interpreted by hand so that each
@@ -69,19 +82,20 @@ impl PredictRequest {
     pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
         let raw: RawRequest = serde_json::from_slice(body)
             .map_err(|e| ApiError::validation(format!("invalid JSON request: {e}")))?;
-        match raw.truncation_direction.as_deref() {
-            None | Some("right" | "Right") => {}
-            // zhbert truncates as `transformers` does (longest first, on the right).
+        let truncation_direction = match raw.truncation_direction.as_deref() {
+            None | Some("Right" | "right") => TruncationDirection::Right,
+            Some("Left" | "left") => TruncationDirection::Left,
             Some(other) => {
                 return Err(ApiError::validation(format!(
-                    "truncation_direction {other:?} is not supported: only \"right\""
+                    "truncation_direction {other:?}: \"Left\" or \"Right\""
                 )))
             }
-        }
+        };
         Ok(Self {
             inputs: parse_inputs(raw.inputs)?,
             truncate: raw.truncate,
             raw_scores: raw.raw_scores,
+            truncation_direction,
         })
     }
 }
@@ -171,7 +185,8 @@ pub struct ApiError {
     /// What went wrong, for a person.
     pub error: String,
     /// TEI's kind: `validation`, `tokenizer`, `overloaded`, `backend`,
-    /// `unhealthy`; and `not_found`, `method_not_allowed` for routes.
+    /// `unhealthy`; and `not_found`, `method_not_allowed` for routes,
+    /// `timeout` for a body that arrives too slowly.
     pub error_type: &'static str,
 }
 
@@ -206,6 +221,15 @@ impl ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             error: format!("tokenizer error {error}"),
             error_type: "tokenizer",
+        }
+    }
+
+    /// 408: the request body took longer than the body timeout.
+    pub fn timeout(error: String) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            error,
+            error_type: "timeout",
         }
     }
 
@@ -288,7 +312,7 @@ mod tests {
             r#"{"inputs": ["a", 3]}"#,
             r#"{"text": "a"}"#,
             r#"{"inputs": "a", "raw_scores": "yes"}"#,
-            r#"{"inputs": "a", "truncation_direction": "left"}"#,
+            r#"{"inputs": "a", "truncation_direction": "middle"}"#,
             "not json",
         ] {
             let e = inputs(body).unwrap_err();

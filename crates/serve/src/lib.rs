@@ -35,11 +35,16 @@
 //! (inputs × longest) would pass [`ServeConfig::max_batch_tokens`] or the
 //! batch [`ServeConfig::max_batch_requests`], runs it, and answers each input.
 //! A lone request runs at once; under load the queue fills while a batch runs.
+//! With [`ServeConfig::workers`] above 1 (CPU backends), that many threads run
+//! batches side by side, each on its share of the cores. A request body has
+//! [`ServeConfig::body_timeout`] to arrive (else 408); a request whose client
+//! disconnects is dropped, and its inputs still queued never run.
 
 pub mod api;
 mod engine;
 pub mod metrics;
 mod routes;
+mod truncation;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -76,6 +81,20 @@ pub struct ServeConfig {
     pub auto_truncate: bool,
     /// Largest request body in bytes; larger is answered 413. Default 2 MB (TEI's).
     pub payload_limit: usize,
+    /// Longest a request body may take to arrive; a slower one is answered
+    /// 408, so a slow client cannot hold a request slot. Default 30 s.
+    pub body_timeout: Duration,
+    /// Inference workers: each takes its own batches from the queue and runs
+    /// them on an equal share of the cores (a rayon pool of its own). Default
+    /// 1 (one batch at a time over all cores, what a GPU wants); on a CPU
+    /// backend, [`default_workers`] keeps every core busy under load.
+    pub workers: usize,
+}
+
+/// The workers `zhbert serve` runs on a CPU backend: one per core, at most
+/// 4 (above that, a lone request would run on too small a share of the cores).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 impl Default for ServeConfig {
@@ -89,6 +108,8 @@ impl Default for ServeConfig {
             max_client_batch_size: 32,
             auto_truncate: false,
             payload_limit: 2_000_000,
+            body_timeout: Duration::from_secs(30),
+            workers: 1,
         }
     }
 }
@@ -101,10 +122,14 @@ impl ServeConfig {
             ("max concurrent requests", self.max_concurrent_requests),
             ("max client batch size", self.max_client_batch_size),
             ("payload limit", self.payload_limit),
+            ("workers", self.workers),
         ] {
             if value == 0 {
                 bail!("{name} 0: must be at least 1");
             }
+        }
+        if self.body_timeout.is_zero() {
+            bail!("body timeout 0: must be more than 0 s");
         }
         Ok(())
     }
@@ -130,6 +155,7 @@ impl Server {
         let limits = engine::Limits {
             max_batch_tokens: config.max_batch_tokens,
             max_batch_requests: config.max_batch_requests.unwrap_or(usize::MAX),
+            workers: config.workers,
         };
         let (engine, info, thread) = engine::start(load, limits, Arc::clone(&metrics))?;
         let state = routes::AppState {

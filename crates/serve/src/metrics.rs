@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Latency buckets, in seconds.
@@ -90,6 +90,11 @@ pub struct Metrics {
     pub queue_depth: AtomicUsize,
     /// Requests being handled now.
     pub in_flight: AtomicUsize,
+    /// Requests whose client went away before the response was ready
+    /// (closed the connection): they have no status.
+    pub requests_cancelled: AtomicU64,
+    /// Inputs taken off the queue unrun because their request was cancelled.
+    pub inputs_dropped: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -103,6 +108,8 @@ impl Default for Metrics {
             batch_tokens: Histogram::new(TOKENS),
             queue_depth: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            requests_cancelled: AtomicU64::new(0),
+            inputs_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -165,23 +172,37 @@ impl Metrics {
         for (h, name, help) in histograms {
             h.render(&mut out, name, help);
         }
-        let gauges = [
+        // Counters and gauges: one value each, read now.
+        let values = [
             (
-                &self.queue_depth,
+                self.requests_cancelled.load(Ordering::Relaxed),
+                "zhbert_requests_cancelled_total",
+                "Requests whose client went away before the response.",
+                "counter",
+            ),
+            (
+                self.inputs_dropped.load(Ordering::Relaxed),
+                "zhbert_inputs_dropped_total",
+                "Inputs of cancelled requests dropped from the queue unrun.",
+                "counter",
+            ),
+            (
+                self.queue_depth.load(Ordering::Relaxed) as u64,
                 "zhbert_queue_depth",
                 "Inputs waiting for the model.",
+                "gauge",
             ),
             (
-                &self.in_flight,
+                self.in_flight.load(Ordering::Relaxed) as u64,
                 "zhbert_requests_in_flight",
                 "Requests being handled.",
+                "gauge",
             ),
         ];
-        for (g, name, help) in gauges {
+        for (value, name, help, kind) in values {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                g.load(Ordering::Relaxed)
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
         out

@@ -16,10 +16,14 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use zhbert_model::ProblemType;
 use zhbert_tokenizer::Encoded;
 use zhbert_train::inference::softmax_row;
+use zhbert_train::long_text::LongText;
 
-use crate::api::{ApiError, PredictInputs, PredictRequest, PredictResponse, Scored, Sequence};
+use crate::api::{
+    ApiError, PredictInputs, PredictRequest, PredictResponse, Scored, Sequence, TruncationDirection,
+};
 use crate::engine::{Engine, Job, ModelInfo};
 use crate::metrics::Metrics;
+use crate::truncation::encode_left;
 use crate::ServeConfig;
 
 /// What every handler shares.
@@ -51,18 +55,31 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Counts in-flight requests and every response by status; a guard, so a
-/// request whose client went away is still taken off the gauge.
+/// request whose client went away (hyper then drops the handler, and with it
+/// its place in the queue) is taken off the gauge and counted as cancelled.
 async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    struct InFlight(Arc<Metrics>);
+    struct InFlight {
+        metrics: Arc<Metrics>,
+        answered: bool,
+    }
     impl Drop for InFlight {
         fn drop(&mut self) {
-            self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if !self.answered {
+                self.metrics
+                    .requests_cancelled
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-    let _guard = InFlight(Arc::clone(&metrics));
+    let mut guard = InFlight {
+        metrics: Arc::clone(&metrics),
+        answered: false,
+    };
     let started = Instant::now();
     let response = next.run(request).await;
+    guard.answered = true;
     metrics.record_response(response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
@@ -73,7 +90,7 @@ async fn predict(State(state): Shared, body: Body) -> Result<Json<PredictRespons
     let _permit: OwnedSemaphorePermit = Arc::clone(&state.permits)
         .try_acquire_owned()
         .map_err(|_| ApiError::overloaded())?;
-    let bytes = read_body(body, state.config.payload_limit).await?;
+    let bytes = read_body(body, state.config.payload_limit, state.config.body_timeout).await?;
     let request = PredictRequest::from_json(&bytes)?;
     let single = matches!(request.inputs, PredictInputs::Single(_));
     let inputs = request.inputs.into_vec();
@@ -85,21 +102,32 @@ async fn predict(State(state): Shared, body: Body) -> Result<Json<PredictRespons
         )));
     }
     let truncate = request.truncate.unwrap_or(state.config.auto_truncate);
+    let direction = request.truncation_direction;
     let encoded = inputs
         .iter()
         .enumerate()
-        .map(|(i, s)| encode(&state.info, s, i, single, truncate))
+        .map(|(i, s)| encode(&state.info, s, i, single, truncate, direction))
         .collect::<Result<Vec<_>, _>>()?;
+    // One job per row: an input split into windows (--long-text chunks) has several.
     let receivers = encoded
         .into_iter()
-        .map(|e| enqueue(&state, e))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|rows| rows.into_iter().map(|e| enqueue(&state, e)).collect())
+        .collect::<Result<Vec<Vec<_>>, _>>()?;
     let mut answers = Vec::with_capacity(receivers.len());
-    for receiver in receivers {
-        let logits = receiver
-            .await
-            .map_err(|_| ApiError::backend("the inference thread stopped".into()))?
-            .map_err(ApiError::backend)?;
+    for windows in receivers {
+        let mut rows = Vec::with_capacity(windows.len());
+        for receiver in windows {
+            rows.push(
+                receiver
+                    .await
+                    .map_err(|_| ApiError::backend("the inference thread stopped".into()))?
+                    .map_err(ApiError::backend)?,
+            );
+        }
+        let logits = match rows.len() {
+            1 => rows.remove(0),
+            _ => zhbert_train::long_text::pool_rows(&rows, state.info.long_text.pool),
+        };
         answers.push(scores(&state.info, logits, request.raw_scores));
     }
     Ok(Json(match (single, answers.pop()) {
@@ -111,8 +139,21 @@ async fn predict(State(state): Shared, body: Body) -> Result<Json<PredictRespons
     }))
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+/// The whole body, within `limit` bytes and `timeout`: a client that sends
+/// slower would hold its request slot (a permit) as long as it likes.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<axum::body::Bytes, ApiError> {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit));
+    let Ok(read) = read.await else {
+        return Err(ApiError::timeout(format!(
+            "the request body did not arrive within {:.1} s",
+            timeout.as_secs_f64()
+        )));
+    };
+    read.map_err(|e| {
         let inner = e.into_inner();
         if inner.is::<http_body_util::LengthLimitError>() {
             ApiError::too_large(format!("the request body is larger than {limit} bytes"))
@@ -122,15 +163,18 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiErr
     })
 }
 
-/// Tokenizes one input; an empty text, and a text longer than the max length
-/// without `truncate`, are refused (422) as TEI refuses them.
+/// Tokenizes one input into its rows (several for a long text split into
+/// windows); an empty text, and a text longer than the max length without
+/// `truncate` that would be cut (truncate, head-tail), are refused (422) as
+/// TEI refuses them.
 fn encode(
     info: &ModelInfo,
     input: &Sequence,
     index: usize,
     single: bool,
     truncate: bool,
-) -> Result<Encoded, ApiError> {
+    direction: TruncationDirection,
+) -> Result<Vec<Encoded>, ApiError> {
     let which = if single {
         "the input".to_string()
     } else {
@@ -145,18 +189,29 @@ fn encode(
             "{which} is empty or only whitespace: there is nothing to classify"
         )));
     }
-    let encoded = info
-        .tokenizer
-        .encode(a, b, Some(info.max_length))
-        .map_err(|e| ApiError::tokenizer(e.to_string()))?;
-    if encoded.truncated_tokens > 0 && !truncate {
+    let rows = match (direction, info.long_text.mode) {
+        (TruncationDirection::Right, _) => info
+            .long_text
+            .encode(&info.tokenizer, a, b, info.max_length),
+        (TruncationDirection::Left, LongText::Truncate) => {
+            encode_left(&info.tokenizer, a, b, info.max_length).map(|e| vec![e])
+        }
+        (TruncationDirection::Left, mode) => {
+            return Err(ApiError::validation(format!(
+                "truncation_direction \"Left\" applies to --long-text truncate; this server cuts long texts with --long-text {mode}"
+            )))
+        }
+    }
+    .map_err(|e| ApiError::tokenizer(format!("{which}: {e}")))?;
+    let cut: usize = rows.iter().map(|r| r.truncated_tokens).sum();
+    if cut > 0 && !truncate {
         return Err(ApiError::validation(format!(
             "`inputs` must have at most {} tokens. Given: {} ({which}; send \"truncate\": true to cut it)",
             info.max_length,
-            encoded.input_ids.len() + encoded.truncated_tokens
+            rows[0].input_ids.len() + cut
         )));
     }
-    Ok(encoded)
+    Ok(rows)
 }
 
 fn enqueue(
@@ -239,6 +294,8 @@ async fn info(State(state): Shared) -> Json<serde_json::Value> {
         "labels": labels,
         "problem_type": state.info.problem_type,
         "payload_limit": c.payload_limit,
+        "workers": c.workers,
+        "body_timeout_s": c.body_timeout.as_secs_f64(),
     }))
 }
 

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use zhbert_serve::api::{PredictResponse, Scored};
 use zhbert_serve::{ServeConfig, Server};
 use zhbert_testkit::tiny_char_model;
-use zhbert_train::{ClassPrediction, Classifier};
+use zhbert_train::{
+    ChunkPool, ClassPrediction, Classifier, ClassifierOptions, LongText, LongTextOptions,
+};
 
 /// `n` texts of 1 to 40 characters from the vocabulary, all different.
 fn texts(chars: &[String], n: usize) -> Vec<String> {
@@ -37,11 +39,18 @@ struct Running {
 impl Running {
     fn start(model: &Path, config: ServeConfig) -> Self {
         let model = model.to_path_buf();
-        let server = Server::start(
+        Self::start_with(
             move || Classifier::<Flex>::load(&model, &Default::default()),
             config,
         )
-        .unwrap();
+    }
+
+    /// A server of the classifier `load` gives.
+    fn start_with(
+        load: impl FnOnce() -> anyhow::Result<Classifier<Flex>> + Send + 'static,
+        config: ServeConfig,
+    ) -> Self {
+        let server = Server::start(load, config).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -335,7 +344,12 @@ fn many_concurrent_clients_get_their_own_answers() {
         .iter()
         .map(|p| scores_of(p, &labels, false))
         .collect();
-    let server = Running::start(tmp.path(), ServeConfig::default());
+    // Two workers sharing the queue: each answer must still be its own text's.
+    let config = ServeConfig {
+        workers: 2,
+        ..Default::default()
+    };
+    let server = Running::start(tmp.path(), config);
     let (texts, want) = (Arc::new(texts), Arc::new(want));
     let started = Instant::now();
     let url = format!("{}/predict", server.url);
@@ -392,4 +406,265 @@ async fn futures_sum(handles: Vec<tokio::task::JoinHandle<usize>>) -> usize {
         sum += h.await.unwrap();
     }
     sum
+}
+
+#[test]
+fn truncation_direction_left_keeps_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chars = tiny_char_model(tmp.path());
+    let oracle = Classifier::<Flex>::load(tmp.path(), &Default::default()).unwrap();
+    let labels = oracle.labels().to_vec();
+    let server = Running::start(tmp.path(), ServeConfig::default());
+    // One token per character; max length 64: 62 text tokens, 61 for a pair.
+    let text: String = chars
+        .iter()
+        .cycle()
+        .skip(3)
+        .take(100)
+        .map(String::as_str)
+        .collect();
+    let end: String = text.chars().skip(100 - 62).collect();
+    let want_left = &oracle.predict(&[&end]).unwrap()[0];
+    let want_right = &oracle.predict(&[&text]).unwrap()[0];
+    assert_ne!(
+        want_left.probs, want_right.probs,
+        "the test needs ends that differ"
+    );
+    for (direction, want) in [
+        ("Left", want_left),
+        ("Right", want_right),
+        ("right", want_right),
+    ] {
+        let body = json!({"inputs": text, "truncate": true, "truncation_direction": direction});
+        let (status, got) = server.post(body);
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(single(got), scores_of(want, &labels, false), "{direction}");
+    }
+    // A pair of 70 and 10 tokens: longest_first cuts 19 from the first,
+    // from its start when the direction is left.
+    let a: String = text.chars().take(70).collect();
+    let b: String = text.chars().skip(80).take(10).collect();
+    let a_end: String = a.chars().skip(19).collect();
+    let want = &oracle.predict_pairs(&[(&a_end, &b)]).unwrap()[0];
+    let body = json!({"inputs": [a, b], "truncate": true, "truncation_direction": "Left"});
+    let (status, got) = server.post(body);
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(single(got), scores_of(want, &labels, false));
+    // Without truncate a long text is refused whatever the direction.
+    let body = json!({"inputs": text, "truncation_direction": "Left"});
+    assert_eq!(server.post(body).0, 422);
+    server.stop();
+}
+
+#[test]
+fn a_body_slower_than_the_timeout_is_answered_408() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_char_model(tmp.path());
+    let config = ServeConfig {
+        max_concurrent_requests: 1,
+        body_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server = Running::start(tmp.path(), config);
+    // Half a body, then nothing: the only request slot would be held forever.
+    let mut slow = TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
+    slow.write_all(b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"inp")
+        .unwrap();
+    // A bound on the wait, so a server that never answers fails the test.
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = slow.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    let body: Value = serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error_type"], "timeout", "{body}");
+    // The slot is free again.
+    let (status, _) = call(&server.url, "POST", "/predict", r#"{"inputs": "一"}"#);
+    assert_eq!(status, 200);
+    let metrics = server.stop();
+    assert_eq!(metrics.responses()[&408], 1);
+}
+
+/// `/metrics` as a map from metric (with its labels) to value.
+fn scrape(url: &str) -> std::collections::HashMap<String, f64> {
+    let request = "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut stream = TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+#[test]
+fn clients_that_disconnect_cost_only_their_own_work() {
+    const CLIENTS: usize = 100;
+    const INPUTS: usize = 32;
+    let tmp = tempfile::tempdir().unwrap();
+    let chars = tiny_char_model(tmp.path());
+    let oracle = Classifier::<Flex>::load(tmp.path(), &Default::default()).unwrap();
+    let labels = oracle.labels().to_vec();
+    // One input per forward pass on one worker: 3,200 passes queue up behind
+    // each other, so most clients are gone before their inputs' turn.
+    let config = ServeConfig {
+        max_batch_requests: Some(1),
+        workers: 1,
+        ..Default::default()
+    };
+    let server = Running::start(tmp.path(), config);
+    let inputs: Vec<Vec<String>> = texts(&chars, INPUTS)
+        .into_iter()
+        .map(|t| vec![t.repeat(3)])
+        .collect();
+    let body = json!({"inputs": inputs, "truncate": true}).to_string();
+    let request = format!(
+        "POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let address = server.url.trim_start_matches("http://").to_string();
+    let sent: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut s = TcpStream::connect(&address).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    // Each client hangs up without reading its answer.
+    drop(sent);
+    // Wait (bounded) until the server is idle: nothing queued, only this
+    // scrape in flight, and the counts unchanged over three scrapes. (A
+    // request whose client was gone before its handler first ran is not
+    // counted at all: it cost nothing.)
+    let started = Instant::now();
+    let (mut scrapes, mut last, mut stable) = (0.0, Vec::new(), 0);
+    let counted = |m: &std::collections::HashMap<String, f64>, scrapes: f64| {
+        // The earlier scrapes are 200s too.
+        let ok = m.get("zhbert_requests_total{status=\"200\"}").copied();
+        vec![
+            ok.unwrap_or(0.0) - scrapes,
+            m["zhbert_requests_cancelled_total"],
+            m["zhbert_inputs_dropped_total"],
+            m["zhbert_batch_size_requests_count"],
+        ]
+    };
+    let metrics = loop {
+        let m = scrape(&server.url);
+        let now = counted(&m, scrapes);
+        scrapes += 1.0;
+        let idle = m["zhbert_queue_depth"] == 0.0 && m["zhbert_requests_in_flight"] == 1.0;
+        stable = if idle && now == last && now[0] + now[1] > 0.0 {
+            stable + 1
+        } else {
+            0
+        };
+        if stable == 3 {
+            break now;
+        }
+        last = now;
+        assert!(started.elapsed() < Duration::from_secs(120), "{m:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let [answered, cancelled, dropped, run] = metrics[..] else {
+        unreachable!()
+    };
+    eprintln!("{answered} answered, {cancelled} cancelled, {dropped} inputs dropped, {run} run");
+    assert!(answered + cancelled <= CLIENTS as f64);
+    assert!(cancelled > 0.0);
+    // A cancelled request's inputs that had not reached the model never do:
+    // every input either ran (one per pass) or was dropped, none twice.
+    assert!(dropped > 0.0);
+    assert_eq!(run + dropped, (answered + cancelled) * INPUTS as f64);
+    // And the server goes on answering, correctly.
+    let text = &texts(&chars, 3)[2];
+    let want = &oracle.predict(&[text]).unwrap()[0];
+    let (status, body) = server.post(json!({ "inputs": text }));
+    assert_eq!(status, 200);
+    assert_eq!(single(body), scores_of(want, &labels, false));
+    server.stop();
+}
+
+/// The tiny model with `long` as its long-text handling, at max length 16.
+fn long_text_classifier(dir: &Path, long: LongTextOptions) -> anyhow::Result<Classifier<Flex>> {
+    let options = ClassifierOptions {
+        max_length: Some(16),
+        ..Default::default()
+    };
+    Classifier::<Flex>::load_with(dir, &options, &Default::default())?.with_long_text(long)
+}
+
+fn by_label(scored: &Value, labels: &[String]) -> Vec<f32> {
+    labels
+        .iter()
+        .map(|l| {
+            let s = scored.as_array().unwrap().iter().find(|s| s["label"] == *l);
+            s.unwrap()["score"].as_f64().unwrap() as f32
+        })
+        .collect()
+}
+
+/// `zhbert serve` with `--long-text`: the server classifies long texts as the
+/// `Classifier` it serves does. With chunks a text longer than the max length
+/// is answered without `truncate` (nothing is cut), its scores those of
+/// `Classifier::predict` (its windows' logits pooled); with head-tail a long
+/// text needs `truncate`, as with truncation, and is cut the Classifier's way.
+#[test]
+fn the_server_pools_windows_and_cuts_head_tail_as_the_classifier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cjk = tiny_char_model(tmp.path());
+    let long: String = (0..57)
+        .map(|j| cjk[(j * 5 + 1) % cjk.len()].as_str())
+        .collect();
+    let short: String = cjk[..6].concat();
+    for mode in [LongText::Chunks, LongText::HeadTail] {
+        let long_text = LongTextOptions {
+            mode,
+            stride: 3,
+            pool: ChunkPool::Max,
+        };
+        let oracle = long_text_classifier(tmp.path(), long_text).unwrap();
+        let labels = oracle.labels().to_vec();
+        let dir = tmp.path().to_path_buf();
+        let server = Running::start_with(
+            move || long_text_classifier(&dir, long_text),
+            ServeConfig::default(),
+        );
+        let want = oracle.predict(&[&long, &short]).unwrap();
+        assert_eq!(
+            want[0].windows,
+            if mode == LongText::Chunks { 5 } else { 1 }
+        );
+        let (status, body) = server.post(json!({"inputs": long, "raw_scores": true}));
+        match mode {
+            LongText::Chunks => {
+                assert_eq!(status, 200, "{body}");
+                for (g, w) in by_label(&body, &labels).iter().zip(&want[0].logits) {
+                    assert!((g - w).abs() < 1e-5, "{mode}: {g} against {w}");
+                }
+            }
+            _ => {
+                assert_eq!(status, 422, "{body}");
+                assert!(
+                    body["error"].as_str().unwrap().contains("truncate"),
+                    "{body}"
+                );
+            }
+        }
+        let request = json!({"inputs": [[long], [short]], "raw_scores": true, "truncate": true});
+        let (status, body) = server.post(request);
+        assert_eq!(status, 200, "{body}");
+        for (i, w) in want.iter().enumerate() {
+            for (g, w) in by_label(&body[i], &labels).iter().zip(&w.logits) {
+                assert!((g - w).abs() < 1e-5, "{mode} input {i}: {g} against {w}");
+            }
+        }
+        server.stop();
+    }
 }

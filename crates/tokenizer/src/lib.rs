@@ -30,7 +30,11 @@
 //!
 //! [`build_char_vocab`] makes a Chinese character vocabulary from raw text, and
 //! [`build_wordpiece_vocab`] a WordPiece one learned by merges, for models
-//! trained from scratch.
+//! trained from scratch. [`BertTokenizer::isolate_unknown_chars`] keeps a
+//! word with a character outside the vocabulary (or over 100 characters long)
+//! from becoming one `[UNK]`, as it does with `tokenize_chinese_chars` off,
+//! where a run of Chinese is one word; saved, it loads in `transformers`
+//! with the same ids.
 
 use std::collections::HashMap;
 use std::fs;
@@ -43,8 +47,12 @@ use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{Encoding, Normalizer, PreTokenizer, Tokenizer, TruncationDirection};
+use tokenizers::{
+    Encoding, Normalizer, PreTokenizer, SplitDelimiterBehavior, Tokenizer, TruncationDirection,
+};
 
 /// Everything that can go wrong while loading or using a tokenizer. Each message
 /// names the file or the input it is about.
@@ -400,6 +408,95 @@ impl BertTokenizer {
         &self.inner
     }
 
+    /// Id of `[UNK]`, if the vocabulary has it.
+    pub fn unk_id(&self) -> Option<u32> {
+        self.inner.token_to_id("[UNK]")
+    }
+
+    /// Makes a character outside the vocabulary its own `[UNK]`, and cuts runs
+    /// longer than WordPiece reads as one word, instead of losing the whole word.
+    ///
+    /// Why: WordPiece turns a word into a single `[UNK]` when one of its
+    /// characters has no piece, or when it is longer than
+    /// `max_input_chars_per_word` (100). With `tokenize_chinese_chars` off a
+    /// word is a whole run of Chinese between punctuation, so one emoji or rare
+    /// character erased a sentence. This adds a `Split` step after BERT's
+    /// pre-tokenizer: a word is cut wherever WordPiece could not go on (a
+    /// character with no piece of its own at the start, no `##` piece after
+    /// it) and after each `max_input_chars_per_word` characters. A word
+    /// WordPiece could read before is never cut (every character of a piece
+    /// after its first has a `##` piece, by how WordPiece vocabularies are
+    /// built), so only texts that had such an `[UNK]` change.
+    ///
+    /// The step is saved in `tokenizer.json`; [`BertTokenizer::save`] then
+    /// names `PreTrainedTokenizerFast` in `tokenizer_config.json`, which
+    /// `transformers` loads as written (its `BertTokenizer` would rebuild the
+    /// plain pipeline from `vocab.txt`).
+    pub fn isolate_unknown_chars(&mut self) -> Result<()> {
+        let max_chars = match self.inner.get_model() {
+            tokenizers::models::ModelWrapper::WordPiece(wp) => wp.max_input_chars_per_word,
+            _ => {
+                return Err(TokenizerError::Request(
+                    "isolating unknown characters needs a WordPiece model".into(),
+                ))
+            }
+        };
+        let (mut first, mut next) = (Vec::new(), Vec::new());
+        for token in self.inner.get_vocab(true).into_keys() {
+            let rest = token.strip_prefix("##");
+            let mut chars = rest.unwrap_or(&token).chars();
+            if let (Some(c), None) = (chars.next(), chars.next()) {
+                if rest.is_some() {
+                    next.push(c)
+                } else {
+                    first.push(c)
+                }
+            }
+        }
+        if first.is_empty() {
+            return Err(TokenizerError::Request(
+                "the vocabulary has no single-character entries".into(),
+            ));
+        }
+        // A readable word, at most `max_chars` long, else any one character.
+        let continuation = if next.is_empty() || max_chars < 2 {
+            String::new()
+        } else {
+            format!("{}{{0,{}}}", char_class(next), max_chars - 1)
+        };
+        let pattern = format!("{}{continuation}|.", char_class(first));
+        let split = Split::new(
+            SplitPattern::Regex(pattern),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(tk_err)?;
+        self.inner
+            .with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
+                BertPreTokenizer.into(),
+                split.into(),
+            ])));
+        Ok(())
+    }
+
+    /// Whether more than half of the tokens of `text` (special tokens aside)
+    /// are `[UNK]`: the model reads next to nothing of such a text, and its
+    /// prediction is close to the same for all of them.
+    pub fn is_mostly_unknown(&self, text: &str) -> Result<bool> {
+        let tokens = self.tokenize(text)?;
+        let unknown = tokens.iter().filter(|t| *t == "[UNK]").count();
+        Ok(unknown * 2 > tokens.len())
+    }
+
+    /// Whether the pipeline is BERT's own (what `transformers`' `BertTokenizer`
+    /// builds from `vocab.txt`), so that class can be named when saving.
+    fn is_plain_bert(&self) -> bool {
+        matches!(
+            self.inner.get_pre_tokenizer(),
+            None | Some(tokenizers::PreTokenizerWrapper::BertPreTokenizer(_))
+        )
+    }
+
     /// Splits text into WordPiece tokens, without special tokens.
     pub fn tokenize(&self, text: &str) -> Result<Vec<String>> {
         let enc = self
@@ -519,8 +616,18 @@ impl BertTokenizer {
         write("vocab.txt", text.as_bytes())?;
         let json = self.inner.to_string(true).map_err(tk_err)?;
         write("tokenizer.json", json.as_bytes())?;
-        let config = serde_json::json!({
-            "tokenizer_class": "BertTokenizer",
+        // transformers' BertTokenizer rebuilds its pipeline from vocab.txt;
+        // another pipeline needs the class that loads tokenizer.json as it is.
+        let (class, input_names) = if self.is_plain_bert() {
+            ("BertTokenizer", serde_json::Value::Null)
+        } else {
+            (
+                "PreTrainedTokenizerFast",
+                serde_json::json!(["input_ids", "token_type_ids", "attention_mask"]),
+            )
+        };
+        let mut config = serde_json::json!({
+            "tokenizer_class": class,
             "do_lower_case": self.config.do_lower_case,
             "tokenize_chinese_chars": self.config.tokenize_chinese_chars,
             "strip_accents": self.config.strip_accents,
@@ -528,6 +635,9 @@ impl BertTokenizer {
             "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
             "cls_token": "[CLS]", "mask_token": "[MASK]",
         });
+        if !input_names.is_null() {
+            config["model_input_names"] = input_names;
+        }
         write(
             "tokenizer_config.json",
             serde_json::to_string_pretty(&config).unwrap().as_bytes(),
@@ -542,6 +652,28 @@ impl BertTokenizer {
         )?;
         Ok(())
     }
+}
+
+/// A regex character class (Oniguruma syntax, as `tokenizers` and its Python
+/// package compile it) of `chars`, as ranges of code points.
+fn char_class(mut chars: Vec<char>) -> String {
+    chars.sort_unstable();
+    chars.dedup();
+    let mut class = String::from("[");
+    let mut i = 0;
+    while i < chars.len() {
+        let start = chars[i];
+        while i + 1 < chars.len() && chars[i + 1] as u32 == chars[i] as u32 + 1 {
+            i += 1;
+        }
+        class.push_str(&format!("\\x{{{:X}}}", start as u32));
+        if chars[i] != start {
+            class.push_str(&format!("-\\x{{{:X}}}", chars[i] as u32));
+        }
+        i += 1;
+    }
+    class.push(']');
+    class
 }
 
 /// Python's `str.lower()` turns a word-final `Σ` into `ς`; `tokenizers` lowercases

@@ -22,10 +22,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
-use zhbert_data::Dataset;
+use zhbert_data::{Dataset, LongTextOptions};
 use zhbert_model::{
     load_classifier, BertConfig, BertForSequenceClassification, LoadOptions, LoadReport,
-    ProblemType,
+    ProblemType, Quantize,
 };
 use zhbert_tokenizer::BertTokenizer;
 
@@ -48,6 +48,9 @@ pub struct ClassifierOptions {
     /// `pad_to_multiple_of`); fewer distinct shapes for GPU backends. The
     /// padding is masked, so outputs do not change. `None`: pad to the longest.
     pub pad_to_multiple_of: Option<usize>,
+    /// Quantize the linear layers for CPU inference ([`Classifier::quantize`]);
+    /// `None`: fp32.
+    pub quantize: Option<Quantize>,
 }
 
 impl Default for ClassifierOptions {
@@ -57,6 +60,7 @@ impl Default for ClassifierOptions {
             batch_size: 32,
             max_length: None,
             pad_to_multiple_of: None,
+            quantize: None,
         }
     }
 }
@@ -103,6 +107,9 @@ pub struct ClassPrediction {
     pub logits: Vec<f32>,
     /// Tokens cut because the input was longer than the max length (0: none).
     pub truncated_tokens: usize,
+    /// Windows the input was split into, their logits pooled into these
+    /// (1 unless the classifier splits long texts into chunks).
+    pub windows: usize,
     /// Multi-label: the names of the labels whose probability is over their
     /// threshold ([`Classifier::thresholds`]), most probable first (possibly
     /// none). Single-label: the label; regression: empty.
@@ -134,6 +141,7 @@ impl ClassPrediction {
             probs: p.probs,
             logits: p.logits,
             truncated_tokens: p.truncated_tokens,
+            windows: p.windows,
             labels_over_threshold,
             labels: Arc::clone(labels),
         }
@@ -165,6 +173,7 @@ impl fmt::Debug for ClassPrediction {
             .field("probs", &self.probs)
             .field("logits", &self.logits)
             .field("truncated_tokens", &self.truncated_tokens)
+            .field("windows", &self.windows)
             .field("labels_over_threshold", &self.labels_over_threshold)
             .finish()
     }
@@ -224,7 +233,10 @@ impl<B: Backend> Classifier<B> {
             labels: None,
             allow_fresh_head: options.allow_fresh_head,
         };
-        let (model, config, report) = load_classifier::<B>(&dir, &load, device)?;
+        let (mut model, config, report) = load_classifier::<B>(&dir, &load, device)?;
+        if let Some(quantize) = options.quantize {
+            model = model.quantize(quantize)?;
+        }
         tracing::info!("{report}");
         let mut classifier = Self::new(model, tokenizer, config, device)
             .with_context(|| dir.display().to_string())?
@@ -273,6 +285,21 @@ impl<B: Backend> Classifier<B> {
         })
     }
 
+    /// The classifier with its linear layers quantized for CPU inference:
+    /// `Quantize::Int8` is dynamic int8 as PyTorch's `quantize_dynamic`
+    /// (weights per output channel now, activations per row as they come;
+    /// [`zhbert_model::quantize`]), on the Flex backend only (elsewhere an
+    /// error that says so). Also [`ClassifierOptions::quantize`].
+    pub fn quantize(mut self, quantize: Quantize) -> Result<Self> {
+        self.model = self.model.quantize(quantize)?;
+        Ok(self)
+    }
+
+    /// How the model is quantized (`None`: fp32).
+    pub fn quantization(&self) -> Option<Quantize> {
+        self.model.quantization()
+    }
+
     /// Sequences per forward pass; at least 1.
     pub fn with_batch_size(mut self, batch_size: usize) -> Result<Self> {
         if batch_size == 0 {
@@ -292,8 +319,29 @@ impl<B: Backend> Classifier<B> {
                 "max length {max_length}: must be between 3 and the model's max_position_embeddings ({limit})"
             );
         }
+        self.inference
+            .long_text
+            .check(max_length)
+            .map_err(anyhow::Error::msg)?;
         self.inference.max_length = max_length;
         Ok(self)
+    }
+
+    /// What happens to texts longer than the max length: truncation (the
+    /// default), head and tail, or windows whose logits are pooled into one
+    /// prediction per text ([`zhbert_data::long_text`]); a stride that leaves
+    /// windows no new token at the max length is an error.
+    pub fn with_long_text(mut self, long_text: LongTextOptions) -> Result<Self> {
+        long_text
+            .check(self.inference.max_length)
+            .map_err(anyhow::Error::msg)?;
+        self.inference.long_text = long_text;
+        Ok(self)
+    }
+
+    /// How texts longer than the max length are handled.
+    pub fn long_text(&self) -> &LongTextOptions {
+        &self.inference.long_text
     }
 
     /// Pads every batch to a multiple of `multiple` tokens (never past the
@@ -383,8 +431,9 @@ impl<B: Backend> Classifier<B> {
             })
             .collect::<Result<_>>()?;
         let max_length = self.inference.max_length;
+        let long = &self.inference.long_text;
         let mut encoded =
-            crate::fine_tune::encode_logged("data", data, &self.tokenizer, max_length)?;
+            crate::long_text::encode_split("data", data, &self.tokenizer, max_length, long)?;
         for label in &mut encoded.labels {
             *label = to_model[*label];
         }

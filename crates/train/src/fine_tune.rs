@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use zhbert_data::{
     encode_dataset, read_dataset, stratified_split, BadRows, Columns, Dataset, EncodedDataset,
@@ -39,6 +39,59 @@ use crate::parallel::Replica;
 use crate::presets::{preset, presets, Preset};
 use crate::pretrain::{PretrainConfig, PretrainSummary};
 use crate::trainer::{train_replica, TrainConfig, TrainData, TrainSet, TrainSummary};
+
+/// Why a [`FineTune`] job cannot start: its inputs, before any training.
+/// [`FineTune::fit`] returns it inside its `anyhow::Error`
+/// (`err.downcast_ref::<JobError>()`), as it does [`crate::TrainError`],
+/// [`crate::ConfigError`] and the data, model and tokenizer crates' errors.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Neither a training file nor a training dataset was given.
+    #[error("no training data: call .train_file(path) or .train_data(dataset)")]
+    NoTrainData,
+    /// No output folder was given.
+    #[error("no output folder: call .output(dir) before .fit()")]
+    NoOutput,
+    /// Multi-label data in which no example carries a label.
+    #[error("{data}: no text carries a label; a multi-label classifier needs at least one")]
+    NoLabel {
+        /// The training file (or "the training data" in memory).
+        data: String,
+    },
+    /// Single-label data with one label: HF reads `num_labels: 1` as a
+    /// regression head, so such a model would be misread by `transformers`.
+    #[error(
+        "{data}: every example has the label {label:?}; a classifier needs at least two labels"
+    )]
+    OneLabel {
+        /// The training file (or "the training data" in memory).
+        data: String,
+        /// The only label.
+        label: String,
+    },
+    /// Streaming was asked for a job it cannot serve.
+    #[error("cannot stream the training data: {0}")]
+    CannotStream(&'static str),
+    /// The model is neither a preset, a folder nor a Hub id that resolves.
+    #[error("{model} is not a preset ({presets})")]
+    UnknownModel {
+        /// The model as given.
+        model: String,
+        /// The presets' names.
+        presets: String,
+    },
+    /// The maximum length is over the model's position embeddings.
+    #[error("max length {max_length} exceeds the model's max_position_embeddings {positions}")]
+    TooLong {
+        /// The configured maximum length.
+        max_length: usize,
+        /// The model's `max_position_embeddings`.
+        positions: usize,
+    },
+    /// Masked-LM pretraining was asked of a data-parallel run.
+    #[error("masked-LM pretraining runs on one device: pretrain first, then train the pretrained folder on several")]
+    PretrainOnSeveralDevices,
+}
 
 /// Labelled data: a file in any layout zhbert reads, or a dataset in memory.
 #[derive(Debug, Clone)]
@@ -251,7 +304,7 @@ impl FineTune {
     fn output_dir(&self) -> Result<&Path> {
         self.output
             .as_deref()
-            .context("no output folder: call .output(dir) before .fit()")
+            .ok_or_else(|| JobError::NoOutput.into())
     }
 
     /// Reads the data, builds or loads the model, fine-tunes it on `device` and
@@ -275,7 +328,9 @@ impl FineTune {
         let problem = problem_for(&mut config, &splits.train);
         // Before a model is built: settings this problem type has no use for.
         crate::tasks::check_problem(&config, problem)?;
-        if self.resume && replica.world == 1 {
+        // Chunks make more batches than examples, known only once tokenized.
+        let chunks = config.long_text == zhbert_data::LongText::Chunks;
+        if self.resume && replica.world == 1 && !chunks {
             let examples = match &splits.streamed {
                 Some(data) => data.len(),
                 None => splits.train.examples.len(),
@@ -315,23 +370,24 @@ impl FineTune {
 
     /// The training, dev and test data: read, or split from the training data.
     fn read_splits(&self, config: &TrainConfig) -> Result<Splits> {
-        let source = self
-            .train
-            .as_ref()
-            .context("no training data: call .train_file(path) or .train_data(dataset)")?;
+        let source = self.train.as_ref().ok_or(JobError::NoTrainData)?;
         let forced = config.problem_type.map(crate::tasks::task_of);
+        if self.streaming && config.long_text == zhbert_data::LongText::Chunks {
+            return Err(JobError::CannotStream("--long-text chunks makes batches of windows; hold the training set in memory, or stream with truncate or head-tail").into());
+        }
         let (all, streamed) = self.read_train(source, forced)?;
         let name = source
             .path()
             .map_or("the training data".into(), |p| p.display().to_string());
         let task = all.task();
         if all.labels.is_empty() {
-            bail!("{name}: no text carries a label; a multi-label classifier needs at least one");
+            return Err(JobError::NoLabel { data: name }.into());
         }
         if let (Task::SingleLabel, [only]) = (task, all.labels.as_slice()) {
             // HF reads `num_labels: 1` as a regression head, so a one-label
             // training set would save a model that `transformers` misreads.
-            bail!("{name}: every example has the label {only:?}; a classifier needs at least two labels");
+            let label = only.clone();
+            return Err(JobError::OneLabel { data: name, label }.into());
         }
         if self.dev.is_none() && self.test.is_none() {
             let [train, dev, test] = stratified_split(&all, self.split, self.split, config.seed)?;
@@ -376,16 +432,22 @@ impl FineTune {
             return Ok((self.read(source, None, task)?, None));
         }
         if task.is_some_and(|t| t != Task::SingleLabel) || self.columns.label_separator.is_some() {
-            bail!("streaming reads single-label data only: multi-label and regression runs hold the training set in memory");
+            return Err(JobError::CannotStream("it reads single-label data only: multi-label and regression runs hold the training set in memory").into());
         }
         let DataSource::File(path) = source else {
-            bail!("streaming reads a file: give the training data as a file");
+            return Err(JobError::CannotStream(
+                "it reads a file: give the training data as a file",
+            )
+            .into());
         };
         if self.preset().is_some() {
-            bail!("streaming: a preset builds its vocabulary and pretrains from the training texts in memory; stream with a pretrained model");
+            return Err(JobError::CannotStream("a preset builds its vocabulary and pretrains from the training texts in memory; stream with a pretrained model").into());
         }
         if self.dev.is_none() {
-            bail!("streaming needs dev data: splitting a file needs all of it in memory");
+            return Err(JobError::CannotStream(
+                "it needs dev data: splitting a file needs all of it in memory",
+            )
+            .into());
         }
         let (data, report) = StreamingDataset::scan(path, &self.read_options(None, None))?;
         tracing::info!("{report} (streamed: read again every epoch)");
@@ -440,6 +502,9 @@ impl FineTune {
             .examples
             .iter()
             .flat_map(|e| std::iter::once(e.text.as_str()).chain(e.text_pair.as_deref()));
+        if let Some(warning) = preset.small_data_warning(train.examples.len()) {
+            tracing::warn!("{warning}");
+        }
         let mut tokenizer = preset.tokenizer(texts, config.max_length)?;
         let pretrain = PretrainConfig {
             epochs: self.pretraining_epochs(),
@@ -489,8 +554,11 @@ impl FineTune {
         device: &AB::Device,
     ) -> Result<Model<AB>> {
         let names: Vec<&str> = presets().iter().map(|p| p.name).collect();
-        let dir = crate::hub::resolve_model(&self.model)
-            .with_context(|| format!("{} is not a preset ({})", self.model, names.join(", ")))?;
+        let dir =
+            crate::hub::resolve_model(&self.model).with_context(|| JobError::UnknownModel {
+                model: self.model.clone(),
+                presets: names.join(", "),
+            })?;
         let mut tokenizer = BertTokenizer::from_dir(&dir)?;
         let options = LoadOptions {
             labels: Some(labels.to_vec()),
@@ -503,10 +571,12 @@ impl FineTune {
             tokenizer.set_pad_to_multiple_of(n, positions);
         }
         if config.max_length > positions {
-            bail!(
-                "max length {} exceeds the model's max_position_embeddings {positions}",
-                config.max_length
-            );
+            let max_length = config.max_length;
+            return Err(JobError::TooLong {
+                max_length,
+                positions,
+            }
+            .into());
         }
         Ok((tokenizer, model, model_config))
     }
@@ -522,7 +592,10 @@ impl FineTune {
             (None, true) => Some(crate::teacher::fit_teacher(&splits.train, config.seed)?),
             _ => None,
         };
-        let encode = |name: &str, d: &Dataset| encode_logged(name, d, tokenizer, config.max_length);
+        let long = config.long_text_options();
+        let encode = |name: &str, d: &Dataset| {
+            crate::long_text::encode_split(name, d, tokenizer, config.max_length, &long)
+        };
         let dev = splits.dev.as_ref().map(|d| encode("dev", d)).transpose()?;
         let test = splits
             .test
@@ -534,8 +607,14 @@ impl FineTune {
                 data,
                 shuffle_buffer: self.shuffle_buffer,
                 max_length: config.max_length,
+                long_text: config.long_text,
             },
             None => encode("train", &splits.train)?.into(),
+        };
+        // The teacher's probabilities are per document; each window takes its document's.
+        let soft_targets = match (&train, soft_targets) {
+            (TrainSet::Encoded(rows), Some(t)) => Some(rows.per_row(&t)),
+            (_, t) => t,
         };
         Ok(TrainData {
             train,
@@ -635,7 +714,7 @@ impl FineTune {
         nodes: Option<crate::Nodes>,
     ) -> Result<Option<TrainSummary>> {
         if self.pretraining_epochs() > 0 {
-            bail!("masked-LM pretraining runs on one device: pretrain first, then train the pretrained folder on several");
+            return Err(JobError::PretrainOnSeveralDevices.into());
         }
         let topology = crate::Topology {
             devices: devices.len(),

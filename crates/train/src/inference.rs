@@ -3,7 +3,7 @@
 
 use burn::tensor::backend::Backend;
 use rayon::prelude::*;
-use zhbert_data::EncodedDataset;
+use zhbert_data::{EncodedDataset, LongTextOptions};
 use zhbert_model::{BertConfig, BertForSequenceClassification, BertInput, ProblemType};
 
 use crate::metrics::EvalMetrics;
@@ -18,6 +18,9 @@ pub struct InferenceOptions {
     pub max_length: usize,
     /// Softmax for single-label, sigmoid for multi-label, raw for regression.
     pub problem_type: ProblemType,
+    /// Texts longer than `max_length`: truncated, head and tail, or windows
+    /// whose logits are pooled into the text's ([`zhbert_data::long_text`]).
+    pub long_text: LongTextOptions,
 }
 
 impl InferenceOptions {
@@ -27,6 +30,7 @@ impl InferenceOptions {
             batch_size: 32,
             max_length: config.max_position_embeddings.min(512),
             problem_type: config.problem_type(),
+            long_text: LongTextOptions::default(),
         }
     }
 }
@@ -40,11 +44,15 @@ pub struct Prediction {
     pub probs: Vec<f32>,
     /// Id of the most probable label.
     pub label: usize,
-    /// Tokens cut by truncation.
+    /// Tokens cut by truncation (head-tail: from the middle).
     pub truncated_tokens: usize,
+    /// Windows the input was split into and whose logits were pooled
+    /// (1 unless [`zhbert_data::LongText::Chunks`] split it).
+    pub windows: usize,
 }
 
-/// Classifies texts (or text pairs) and returns one prediction per input, in order.
+/// Classifies texts (or text pairs) and returns one prediction per input, in
+/// order; a text split into windows gets its windows' pooled logits.
 pub fn classify<B: Backend>(
     model: &BertForSequenceClassification<B>,
     tokenizer: &BertTokenizer,
@@ -52,15 +60,33 @@ pub fn classify<B: Backend>(
     options: &InferenceOptions,
     device: &B::Device,
 ) -> anyhow::Result<Vec<Prediction>> {
-    let encoded: Vec<Encoded> = texts
+    let long = &options.long_text;
+    let documents: Vec<Vec<Encoded>> = texts
         .par_iter()
-        .map(|(a, b)| tokenizer.encode(a, b.as_deref(), Some(options.max_length)))
+        .enumerate()
+        .map(|(i, (a, b))| {
+            long.encode(tokenizer, a, b.as_deref(), options.max_length)
+                .map_err(|e| anyhow::anyhow!("input {i} (counting from 0): {e}"))
+        })
         .collect::<Result<_, _>>()?;
-    let logits = logits_of(model, tokenizer, &encoded, options.batch_size, device)?;
+    let rows: Vec<Encoded> = documents.iter().flatten().cloned().collect();
+    let row_logits = logits_of(model, tokenizer, &rows, options.batch_size, device)?;
+    let mut start = 0;
+    let logits: Vec<Vec<f32>> = documents
+        .iter()
+        .map(|windows| {
+            let mine = &row_logits[start..start + windows.len()];
+            start += windows.len();
+            match mine {
+                [one] => one.clone(),
+                _ => zhbert_data::long_text::pool_rows(mine, long.pool),
+            }
+        })
+        .collect();
     Ok(logits
         .into_iter()
-        .zip(&encoded)
-        .map(|(logits, e)| {
+        .zip(&documents)
+        .map(|(logits, windows)| {
             let probs = match options.problem_type {
                 ProblemType::SingleLabelClassification => softmax_row(&logits),
                 ProblemType::MultiLabelClassification => {
@@ -73,7 +99,8 @@ pub fn classify<B: Backend>(
                 logits,
                 probs,
                 label,
-                truncated_tokens: e.truncated_tokens,
+                truncated_tokens: windows.iter().map(|w| w.truncated_tokens).sum(),
+                windows: windows.len(),
             }
         })
         .collect())
@@ -152,10 +179,11 @@ pub fn evaluate<B: Backend>(
     batch_size: usize,
     device: &B::Device,
 ) -> anyhow::Result<EvalMetrics> {
-    let logits = logits_of(model, tokenizer, &data.encoded, batch_size, device)?;
+    let logits = document_logits(model, tokenizer, data, batch_size, device)?;
+    let truths = data.document_labels();
     let mut loss = 0.0;
     let mut predicted = Vec::with_capacity(logits.len());
-    for (row, &truth) in logits.iter().zip(&data.labels) {
+    for (row, &truth) in logits.iter().zip(&truths) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
         let lse = max
             + row
@@ -168,7 +196,7 @@ pub fn evaluate<B: Backend>(
     }
     Ok(EvalMetrics::compute(
         labels,
-        &data.labels,
+        &truths,
         &predicted,
         loss / logits.len().max(1) as f64,
     ))
@@ -189,6 +217,19 @@ pub fn evaluate_task<B: Backend>(
     if task.problem_type == ProblemType::SingleLabelClassification {
         return evaluate(model, tokenizer, data, labels, batch_size, device);
     }
-    let logits = logits_of(model, tokenizer, &data.encoded, batch_size, device)?;
+    let logits = document_logits(model, tokenizer, data, batch_size, device)?;
     crate::tasks::score_logits(labels, data, &logits, task)
+}
+
+/// The logits of each document of `data` (its windows' pooled when it was
+/// split), in order.
+pub fn document_logits<B: Backend>(
+    model: &BertForSequenceClassification<B>,
+    tokenizer: &BertTokenizer,
+    data: &EncodedDataset,
+    batch_size: usize,
+    device: &B::Device,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let rows = logits_of(model, tokenizer, &data.encoded, batch_size, device)?;
+    Ok(data.pool_logits(&rows))
 }

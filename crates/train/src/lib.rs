@@ -38,6 +38,21 @@
 //! what `zhbert predict` and `zhbert eval` use. The loop itself is
 //! [`Trainer::fit`], reporting to a [`TrainObserver`].
 //!
+//! Texts longer than the max length ([`long_text`]): `.configure(|c| {
+//! c.long_text = LongText::Chunks; c.stride = 16; })` trains on every window
+//! of a long text with its label and scores dev and test per document (the
+//! windows' logits pooled, [`TrainConfig::chunk_pool`]);
+//! [`Classifier::with_long_text`] classifies the same way, one prediction per
+//! text (`zhbert eval`, `predict` and `serve` with `--long-text`).
+//!
+//! Int8 inference on the CPU (Flex backend): load with
+//! `ClassifierOptions { quantize: Some(Quantize::Int8), ..Default::default() }`
+//! or call [`Classifier::quantize`] (what `--quantize int8` of `zhbert
+//! predict`, `eval` and `serve` does): every linear layer runs zhbert's int8
+//! kernels, weights quantized per output channel at load and activations per
+//! row at run time, as PyTorch's `quantize_dynamic`
+//! ([`zhbert_model::quantize`]).
+//!
 //! ## Feature flags
 //!
 //! | feature | default | what it adds |
@@ -57,6 +72,7 @@ pub mod classifier;
 pub mod fine_tune;
 pub mod hub;
 pub mod inference;
+pub mod long_text;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
@@ -68,8 +84,9 @@ pub mod teacher;
 pub mod trainer;
 
 pub use classifier::{ClassPrediction, Classifier, ClassifierOptions, EmptyTextError};
-pub use fine_tune::FineTune;
+pub use fine_tune::{FineTune, JobError};
 pub use inference::{classify, evaluate_task, logits_of, InferenceOptions, Prediction};
+pub use long_text::{ChunkPool, LongText, LongTextOptions};
 pub use metrics::{ClassMetrics, EvalMetrics, Metric};
 pub use optim::{AdamW, AdamWConfig, GradAccumulator, LossScaler, LrScheduler};
 pub use parallel::Replica;
@@ -84,3 +101,4 @@ pub use trainer::{
     StepRecord, TrainConfig, TrainData, TrainError, TrainObserver, TrainPlan, TrainSet,
     TrainSummary, Trainer, TrainerState, Warmup,
 };
+pub use zhbert_model::Quantize;

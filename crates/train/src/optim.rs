@@ -361,6 +361,50 @@ fn sum_of_squares<B: Backend>(g: &Tensor<B, 1>) -> Tensor<B, 1> {
     padded.powi_scalar(2).reshape([rows, ROW]).sum_dim(1).sum()
 }
 
+/// One AdamW step's scalars, as torch computes them.
+struct StepScalars {
+    /// `1 - lr·weight_decay` where the parameter decays.
+    decay: Option<f64>,
+    beta1: f64,
+    beta2: f64,
+    /// `sqrt(1 - β2^t)`.
+    bc2_sqrt: f64,
+    eps: f64,
+    /// `lr / (1 - β1^t)`.
+    step_size: f64,
+}
+
+/// AdamW on one flat parameter as tensor ops (every backend): torch's
+/// `denom = sqrt(v) / sqrt(1 - β2^t) + eps; p -= lr / (1 - β1^t) · m / denom`
+/// after the decoupled decay. The updated parameter and moments.
+#[allow(clippy::type_complexity)]
+fn composed_update<B: Backend>(
+    mut p: Tensor<B, 1>,
+    grad: Tensor<B, 1>,
+    moments: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    s: &StepScalars,
+) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+    if let Some(decay) = s.decay {
+        p = p.mul_scalar(decay);
+    }
+    let (m, v) = match moments {
+        Some((m, v)) => (
+            m.mul_scalar(s.beta1) + grad.clone().mul_scalar(1.0 - s.beta1),
+            v.mul_scalar(s.beta2) + grad.powi_scalar(2).mul_scalar(1.0 - s.beta2),
+        ),
+        None => (
+            grad.clone().mul_scalar(1.0 - s.beta1),
+            grad.powi_scalar(2).mul_scalar(1.0 - s.beta2),
+        ),
+    };
+    let denom = v.clone().sqrt().div_scalar(s.bc2_sqrt).add_scalar(s.eps);
+    let p = p - (m.clone() / denom).mul_scalar(s.step_size);
+    (p, m, v)
+}
+
+#[cfg(feature = "flex")]
+mod flex_adamw;
+
 /// AdamW's moments, by parameter id, flat.
 pub struct AdamW<B: Backend> {
     /// Hyperparameters.
@@ -388,25 +432,24 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Update<'_, AB> {
         let shape = tensor.dims();
         let require_grad = tensor.is_require_grad();
         let n = grad.shape().num_elements();
-        let mut p = tensor.inner().reshape([n]);
-        if c.weight_decay != 0.0 && !self.opt.no_decay.contains(&id) {
-            p = p.mul_scalar(1.0 - self.lr * c.weight_decay);
-        }
-        let (m, v) = match self.opt.moments.remove(&id) {
-            Some((m, v)) => (
-                m.mul_scalar(c.beta1) + grad.clone().mul_scalar(1.0 - c.beta1),
-                v.mul_scalar(c.beta2) + grad.powi_scalar(2).mul_scalar(1.0 - c.beta2),
-            ),
-            None => (
-                grad.clone().mul_scalar(1.0 - c.beta1),
-                grad.powi_scalar(2).mul_scalar(1.0 - c.beta2),
-            ),
+        let p = tensor.inner().reshape([n]);
+        let decays = c.weight_decay != 0.0 && !self.opt.no_decay.contains(&id);
+        let scalars = StepScalars {
+            decay: decays.then(|| 1.0 - self.lr * c.weight_decay),
+            beta1: c.beta1,
+            beta2: c.beta2,
+            bc2_sqrt: (1.0 - c.beta2.powi(t)).sqrt(),
+            eps: c.eps,
+            step_size: self.lr / (1.0 - c.beta1.powi(t)),
         };
-        // torch: denom = sqrt(v) / sqrt(1 - b2^t) + eps; p -= lr / (1 - b1^t) * m / denom.
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-        let denom = v.clone().sqrt().div_scalar(bc2_sqrt).add_scalar(c.eps);
-        p = p - (m.clone() / denom).mul_scalar(self.lr / bc1);
+        let moments = self.opt.moments.remove(&id);
+        #[cfg(feature = "flex")]
+        let (p, m, v) = match flex_adamw::update(p, grad, moments, &scalars) {
+            Ok(updated) => updated,
+            Err((p, grad, moments)) => composed_update(p, grad, moments, &scalars),
+        };
+        #[cfg(not(feature = "flex"))]
+        let (p, m, v) = composed_update(p, grad, moments, &scalars);
         self.opt.moments.insert(id, (m, v));
         let mut out = Tensor::<AB, D>::from_inner(p.reshape(shape));
         if require_grad {
@@ -592,5 +635,59 @@ mod tests {
         assert!(!decays("bert.embeddings.layer_norm.gamma"));
         assert!(!decays("bert.embeddings.layer_norm.beta"));
         assert!(!decays("cls.predictions.bias"));
+    }
+
+    /// The one-pass Flex update gives the composed ops' bits: three steps,
+    /// with and without decay, over a length that is no multiple of a task.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn flex_one_pass_update_equals_the_composed_ops() {
+        use burn::backend::Flex;
+        use rand::{Rng, SeedableRng};
+        let n = 3 * (1 << 14) + 77;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut values = |scale: f32| -> Tensor<Flex, 1> {
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
+            Tensor::from_data(TensorData::new(v, [n]), &Default::default())
+        };
+        for decay in [None, Some(1.0 - 2e-3 * 0.01)] {
+            let (mut fused, mut composed) = ((values(1.0), None), (values(1.0), None));
+            composed.0 = fused.0.clone();
+            for t in 1..=3 {
+                let s = StepScalars {
+                    decay,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    bc2_sqrt: (1.0 - 0.999f64.powi(t)).sqrt(),
+                    eps: 1e-8,
+                    step_size: 2e-3 / (1.0 - 0.9f64.powi(t)),
+                };
+                let grad = values(1e-2);
+                let Ok((p, m, v)) = flex_adamw::update(fused.0, grad.clone(), fused.1, &s) else {
+                    panic!("Flex f32 takes the one-pass path");
+                };
+                fused = (p, Some((m, v)));
+                let (p, m, v) = composed_update(composed.0, grad, composed.1, &s);
+                composed = (p, Some((m, v)));
+                let bits = |t: &Tensor<Flex, 1>| -> Vec<u32> {
+                    t.to_data()
+                        .to_vec::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect()
+                };
+                let (fm, fv) = fused.1.as_ref().unwrap();
+                let (cm, cv) = composed.1.as_ref().unwrap();
+                assert!(
+                    bits(&fused.0) == bits(&composed.0),
+                    "step {t}: parameters differ"
+                );
+                assert!(
+                    bits(fm) == bits(cm) && bits(fv) == bits(cv),
+                    "step {t}: moments differ"
+                );
+            }
+        }
     }
 }

@@ -163,17 +163,17 @@ impl EvalTask {
     }
 }
 
-/// The metrics of multi-label or regression `logits` (one row per example of
-/// `data`) against `data`'s targets.
+/// The metrics of multi-label or regression `logits` (one row per document
+/// of `data`: [`zhbert_data::EncodedDataset::pool_logits`]) against `data`'s
+/// targets.
 pub fn score_logits(
     labels: &[String],
     data: &EncodedDataset,
     logits: &[Vec<f32>],
     task: &EvalTask,
 ) -> Result<EvalMetrics> {
-    let targets = data
-        .targets
-        .as_ref()
+    let targets = &data
+        .document_targets()
         .context("the dataset has no multi-label or regression targets")?;
     match task.problem_type {
         ProblemType::Regression => {

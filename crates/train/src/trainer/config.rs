@@ -2,6 +2,7 @@
 //! defaults (HF `TrainingArguments`' where HF has the setting) and its checks.
 
 use serde::{Deserialize, Serialize};
+use zhbert_data::{ChunkPool, LongText, LongTextOptions};
 use zhbert_model::{Precision, ProblemType};
 
 use crate::metrics::Metric;
@@ -181,6 +182,21 @@ pub struct TrainConfig {
     /// Longest input in tokens; longer texts are truncated (presets: their own).
     #[cfg_attr(feature = "cli", arg(long, visible_alias = "max-seq-length", default_value_t = TrainConfig::default().max_length))]
     pub max_length: usize,
+    /// Texts longer than max_length: truncate (keep the start), head-tail
+    /// (keep a quarter of the room from the start and the rest from the end,
+    /// Sun et al. 2019: 128 + 382 at 512) or chunks (windows of max_length
+    /// tokens, sharing --stride; training takes every window with its
+    /// document's label, evaluation pools their logits per document).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().long_text))]
+    pub long_text: LongText,
+    /// With --long-text chunks: tokens consecutive windows share (HF's
+    /// `stride`), less than max_length - 2.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().stride))]
+    pub stride: usize,
+    /// With --long-text chunks: how a document's windows' logits are pooled
+    /// in evaluations: mean or max.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().chunk_pool))]
+    pub chunk_pool: ChunkPool,
     /// Peak learning rate, in [0, 1] (tiny-zh: 3e-4).
     #[cfg_attr(feature = "cli", arg(long, visible_alias = "learning-rate", allow_negative_numbers = true, default_value_t = TrainConfig::default().lr))]
     pub lr: f64,
@@ -293,6 +309,9 @@ impl Default for TrainConfig {
             max_steps: None,
             batch_size: 32,
             max_length: 128,
+            long_text: LongText::Truncate,
+            stride: 0,
+            chunk_pool: ChunkPool::Mean,
             lr: 5e-5,
             weight_decay: 0.0,
             adam_beta1: 0.9,
@@ -367,6 +386,12 @@ impl TrainConfig {
             "max_length",
             self.max_length,
             "must be at least 3 ([CLS], a token, [SEP])",
+        )?;
+        check(
+            self.long_text_options().check(self.max_length).is_ok(),
+            "stride",
+            self.stride,
+            "with chunks, must be less than max_length - 2 (a window's [CLS] and [SEP]), or no window would move on",
         )?;
         check(
             (0.0..=1.0).contains(&self.lr),
@@ -452,6 +477,16 @@ impl TrainConfig {
             self.label_smoothing,
             "in [0, 1)",
         )
+    }
+
+    /// What happens to texts longer than `max_length` (`long_text`,
+    /// `stride`, `chunk_pool` together).
+    pub fn long_text_options(&self) -> LongTextOptions {
+        LongTextOptions {
+            mode: self.long_text,
+            stride: self.stride,
+            pool: self.chunk_pool,
+        }
     }
 
     /// The optimizer these settings train with: AdamW at the peak `lr`.

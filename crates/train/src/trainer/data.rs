@@ -26,6 +26,8 @@ pub enum TrainSet {
         shuffle_buffer: usize,
         /// Longest input in tokens.
         max_length: usize,
+        /// Truncate or head-tail (chunks are refused for streaming).
+        long_text: zhbert_data::LongText,
     },
     /// Batches already padded, with their label ids, taken in this order
     /// every epoch: a run whose batches are fixed elsewhere (a reference run
@@ -144,6 +146,7 @@ impl TrainSet {
                 data,
                 shuffle_buffer,
                 max_length,
+                long_text,
             } => EpochBatches::Streaming(stream_batches(
                 data.clone(),
                 tokenizer.clone(),
@@ -154,6 +157,7 @@ impl TrainSet {
                     seed,
                     skip_batches: skip,
                     prefetch: 4,
+                    long_text: *long_text,
                 },
             )),
             Self::Batches(b) => EpochBatches::Batches {

@@ -742,17 +742,17 @@ impl<AB: AutodiffBackend> Trainer<'_, AB> {
             .filter(|_| self.config.tune_thresholds);
         if let Some(dev) = dev {
             let logits = autocast(self.config.precision, || {
-                crate::inference::logits_of(
+                crate::inference::document_logits(
                     &model.valid(),
                     self.tokenizer,
-                    &dev.encoded,
+                    dev,
                     self.config.batch_size.max(32),
                     self.device,
                 )
             })?;
             let probs = crate::tasks::sigmoid_rows(&logits);
-            let truth = dev.targets.as_deref().unwrap_or_default();
-            task.thresholds = crate::tasks::tune_thresholds(truth, &probs, self.config.threshold);
+            let truth = dev.document_targets().unwrap_or_default();
+            task.thresholds = crate::tasks::tune_thresholds(&truth, &probs, self.config.threshold);
             tracing::info!("thresholds tuned on dev: {:?}", task.thresholds);
         } else if self.config.tune_thresholds {
             tracing::warn!(
