@@ -1,8 +1,9 @@
 //! `--long-text` end to end: train on a small file with long texts (the data
 //! summary says how many were split into how many windows), predict one line
 //! per text in input order whose logits pool the windows' (each window's text
-//! predicted on its own with truncation as the reference), eval per
-//! document, and one-line errors for impossible settings.
+//! predicted on its own with truncation as the reference), the same without
+//! flags (the model folder records its settings), eval per document, and
+//! one-line errors for impossible settings.
 
 mod common;
 
@@ -122,6 +123,8 @@ fn chunks_train_predict_and_eval_per_document() {
             &p("windows.txt"),
             "--max-length",
             "16",
+            "--long-text",
+            "truncate",
         ])
         .stdout,
     );
@@ -137,6 +140,31 @@ fn chunks_train_predict_and_eval_per_document() {
         }
         start += n;
     }
+
+    // The model folder recorded how it was trained: without flags, predict
+    // classifies windows of 16 tokens sharing 4, their logits averaged.
+    let trained = logits(&zhbert_ok(&["predict", "--model", &run, "--input", &input]).stdout);
+    let mut args = vec!["predict", "--model", &run, "--input", &input];
+    args.extend(CHUNKS);
+    args.extend(["--chunk-pool", "mean"]);
+    assert_eq!(trained, logits(&zhbert_ok(&args).stdout));
+    assert_ne!(trained, got, "mean pooling, not the max asked for above");
+    // A max length too short for the trained stride says whose stride it is.
+    let short = zhbert(&[
+        "predict",
+        "--model",
+        &run,
+        "--text",
+        "很好",
+        "--max-length",
+        "5",
+    ]);
+    assert_eq!(short.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert!(
+        err.starts_with("error: the stride the model was trained with, 4: with --long-text chunks, must be less than --max-length 5 minus 2"),
+        "{err}"
+    );
 
     let (out, data) = (p("eval.json"), p("train.csv"));
     let mut args = vec!["eval", "--model", &run, "--data", &data, "--output", &out];

@@ -42,7 +42,9 @@ pub struct ClassifierOptions {
     /// Sequences per forward pass (at least 1). Default 32.
     pub batch_size: usize,
     /// Longest input in tokens, special tokens included; longer texts are
-    /// truncated. `None`: the model's `max_position_embeddings`, at most 512.
+    /// truncated. `None`: the model's `max_position_embeddings`, at most 512;
+    /// for a model trained on windows or heads and tails (`long_text.json`),
+    /// the max length it was trained at.
     pub max_length: Option<usize>,
     /// Pad every batch to a multiple of this many tokens (HF's
     /// `pad_to_multiple_of`); fewer distinct shapes for GPU backends. The
@@ -250,6 +252,7 @@ impl<B: Backend> Classifier<B> {
         if let Some(thresholds) = crate::tasks::Thresholds::load(&dir, &classifier.labels)? {
             classifier.thresholds = thresholds;
         }
+        classifier = classifier.with_trained_long_text(&dir, options.max_length.is_none())?;
         classifier.dir = Some(dir);
         classifier.load_report = Some(report);
         Ok(classifier)
@@ -337,6 +340,31 @@ impl<B: Backend> Classifier<B> {
             .map_err(anyhow::Error::msg)?;
         self.inference.long_text = long_text;
         Ok(self)
+    }
+
+    /// The long-text settings the model in `dir` was trained with
+    /// (`long_text.json`), when it was trained on windows or heads and tails;
+    /// the trained max length too unless `take_max_length` is false (the
+    /// caller chose one).
+    fn with_trained_long_text(mut self, dir: &Path, take_max_length: bool) -> Result<Self> {
+        let Some(saved) = crate::long_text::TrainedLongText::load(dir)? else {
+            return Ok(self);
+        };
+        if saved.long_text == crate::LongText::Truncate {
+            return Ok(self);
+        }
+        if take_max_length {
+            self = self.with_max_length(saved.max_length)?;
+        }
+        tracing::info!(
+            "long texts as the model was trained: {} (stride {}, {} pooling) at max length {}",
+            saved.long_text,
+            saved.stride,
+            saved.chunk_pool,
+            self.inference.max_length
+        );
+        self.with_long_text(saved.options())
+            .with_context(|| format!("{}", dir.join(crate::long_text::LONG_TEXT_FILE).display()))
     }
 
     /// How texts longer than the max length are handled.

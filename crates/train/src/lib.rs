@@ -43,7 +43,10 @@
 //! of a long text with its label and scores dev and test per document (the
 //! windows' logits pooled, [`TrainConfig::chunk_pool`]);
 //! [`Classifier::with_long_text`] classifies the same way, one prediction per
-//! text (`zhbert eval`, `predict` and `serve` with `--long-text`).
+//! text (`zhbert eval`, `predict` and `serve` with `--long-text`). The model
+//! folder records the settings it was trained with (`long_text.json`,
+//! [`TrainedLongText`]) and [`Classifier::load`] takes them up: a model
+//! trained on windows of 64 tokens classifies windows of 64 tokens.
 //!
 //! Int8 inference on the CPU (Flex backend): load with
 //! `ClassifierOptions { quantize: Some(Quantize::Int8), ..Default::default() }`
@@ -86,7 +89,7 @@ pub mod trainer;
 pub use classifier::{ClassPrediction, Classifier, ClassifierOptions, EmptyTextError};
 pub use fine_tune::{FineTune, JobError};
 pub use inference::{classify, evaluate_task, logits_of, InferenceOptions, Prediction};
-pub use long_text::{ChunkPool, LongText, LongTextOptions};
+pub use long_text::{ChunkPool, LongText, LongTextOptions, TrainedLongText, LONG_TEXT_FILE};
 pub use metrics::{ClassMetrics, EvalMetrics, Metric};
 pub use optim::{AdamW, AdamWConfig, GradAccumulator, LossScaler, LrScheduler};
 pub use parallel::Replica;

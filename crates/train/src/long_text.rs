@@ -1,15 +1,73 @@
 //! Texts longer than the model in training and evaluation: each split
 //! tokenized as [`TrainConfig::long_text`](crate::TrainConfig::long_text)
 //! says, and the data summary's line on what that did to long texts. The
-//! modes themselves are [`zhbert_data::long_text`]'s.
+//! modes themselves are [`zhbert_data::long_text`]'s. A trained model's
+//! folder records its settings ([`TrainedLongText`], `long_text.json`), so
+//! that [`Classifier::load`](crate::Classifier::load) classifies as it trained.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use zhbert_data::{encode_long_texts, Dataset, EncodedDataset};
 use zhbert_tokenizer::BertTokenizer;
 
 pub use zhbert_data::long_text::{
     head_tail_split, pool_rows, windows, ChunkPool, LongText, LongTextOptions,
 };
+
+/// The file of a model folder that records how the model was trained on long
+/// texts.
+pub const LONG_TEXT_FILE: &str = "long_text.json";
+
+/// How a model was trained on texts longer than its max length, written
+/// beside its weights: a model trained on windows of 64 tokens classifies
+/// windows of 64 tokens when it is loaded, unless told otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainedLongText {
+    /// [`TrainConfig::long_text`](crate::TrainConfig::long_text).
+    pub long_text: LongText,
+    /// [`TrainConfig::stride`](crate::TrainConfig::stride).
+    pub stride: usize,
+    /// [`TrainConfig::chunk_pool`](crate::TrainConfig::chunk_pool).
+    pub chunk_pool: ChunkPool,
+    /// [`TrainConfig::max_length`](crate::TrainConfig::max_length): the
+    /// windows' length (chunks), or the room kept (head-tail).
+    pub max_length: usize,
+}
+
+impl TrainedLongText {
+    /// The settings as [`LongTextOptions`].
+    pub fn options(&self) -> LongTextOptions {
+        LongTextOptions {
+            mode: self.long_text,
+            stride: self.stride,
+            pool: self.chunk_pool,
+        }
+    }
+
+    /// Writes `long_text.json` in `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        zhbert_model::write_atomic(
+            &dir.join(LONG_TEXT_FILE),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// The settings saved in `dir`; `None` when it has no `long_text.json`
+    /// (a model from elsewhere, or trained before zhbert wrote it).
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(LONG_TEXT_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+        let saved = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a long-text settings file", path.display()))?;
+        Ok(Some(saved))
+    }
+}
 
 /// Tokenizes a split (`name`: train, dev, test, data) at `max_length` as
 /// `long` says, and logs how many of its texts were long and what became of

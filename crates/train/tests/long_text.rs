@@ -2,7 +2,8 @@
 //! gives one prediction per text, in input order, whose logits are the mean
 //! (or max) of its windows' logits computed separately; its evaluation
 //! scores documents; `FineTune` trains on every window with its document's
-//! label, for single-label, multi-label and regression. Tiny model of the
+//! label, for single-label, multi-label and regression, and the model it
+//! saves loads with those settings. Tiny model of the
 //! fixtures (zhbert-testkit), so it runs in seconds.
 
 use std::path::Path;
@@ -207,8 +208,11 @@ fn fine_tune_trains_on_every_window_for_each_task() {
         assert_eq!(summary.steps, windows.div_ceil(4), "task {t}");
         let dev = summary.dev.unwrap();
         assert_eq!(dev.examples, documents, "task {t}: scored per document");
-        // The saved model classifies long texts the same way.
-        let classifier = load(&out).with_long_text(chunks(ChunkPool::Max)).unwrap();
+        // The saved model classifies long texts as it was trained, with no
+        // options: windows of MAX_LENGTH tokens sharing STRIDE, max-pooled.
+        let classifier = Classifier::<Flex>::load(&out, &Default::default()).unwrap();
+        assert_eq!(*classifier.long_text(), chunks(ChunkPool::Max), "task {t}");
+        assert_eq!(classifier.max_length(), MAX_LENGTH, "task {t}");
         let long = text(&cjk, 3, 45);
         let p = classifier.predict(&[&long]).unwrap();
         assert_eq!(p[0].windows, window_texts(&long).len(), "task {t}");

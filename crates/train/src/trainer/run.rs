@@ -675,6 +675,14 @@ impl<'t, 'a, AB: AutodiffBackend> Run<'t, 'a, AB> {
         }
         save_classifier(&model, job.model_config, job.output)?;
         job.tokenizer.save(job.output)?;
+        // Loading the folder then classifies long texts as training saw them.
+        crate::long_text::TrainedLongText {
+            long_text: job.config.long_text,
+            stride: job.config.stride,
+            chunk_pool: job.config.chunk_pool,
+            max_length: job.config.max_length,
+        }
+        .save(job.output)?;
         let task = job.final_task(&model)?;
         let eval = |set: &Option<EncodedDataset>| {
             set.as_ref()
