@@ -36,7 +36,7 @@ use zhbert_model::{
 use zhbert_tokenizer::BertTokenizer;
 
 use crate::parallel::Replica;
-use crate::presets::{preset, presets, Preset};
+use crate::presets::{preset, presets, Preset, MAX_BUDGET_EPOCHS};
 use crate::pretrain::{PretrainConfig, PretrainSummary};
 use crate::trainer::{train_replica, TrainConfig, TrainData, TrainSet, TrainSummary};
 
@@ -288,15 +288,41 @@ impl FineTune {
 
     /// The settings the job trains with: the model's defaults, or
     /// [`config`](Self::config), with every [`configure`](Self::configure) applied; checked.
+    /// A preset's default epochs and metric depend on the training data
+    /// ([`Preset::train_config_for`]); here they are its tuned ones, and
+    /// [`fit`](Self::fit) trains with [`train_config_for`](Self::train_config_for).
     pub fn train_config(&self) -> Result<TrainConfig> {
-        let mut config = match (&self.base, self.preset()) {
-            (Some(c), _) => c.clone(),
-            (None, Some(p)) => p.train,
-            (None, None) => TrainConfig::default(),
+        self.settings(None)
+    }
+
+    /// The settings the job trains `train` with: [`train_config`](Self::train_config),
+    /// with a preset's defaults for `train` ([`Preset::train_config_for`]:
+    /// the epochs its budget gives, the metric of the problem).
+    pub fn train_config_for(&self, train: &Dataset) -> Result<TrainConfig> {
+        self.settings(Some(train))
+    }
+
+    fn settings(&self, train: Option<&Dataset>) -> Result<TrainConfig> {
+        let configured = |mut config: TrainConfig| {
+            for tweak in &self.tweaks {
+                tweak(&mut config);
+            }
+            config
         };
-        for tweak in &self.tweaks {
-            tweak(&mut config);
-        }
+        let config = match (&self.base, self.preset()) {
+            (Some(c), _) => configured(c.clone()),
+            (None, Some(p)) => {
+                let defaults = match train {
+                    // Read as the run will read it (a given max length,
+                    // long-text mode or problem type included); given
+                    // epochs or metric still win.
+                    Some(train) => p.train_config_for(train, &configured(p.train.clone())),
+                    None => p.train.clone(),
+                };
+                configured(defaults)
+            }
+            (None, None) => configured(TrainConfig::default()),
+        };
         config.validate()?;
         Ok(config)
     }
@@ -325,6 +351,19 @@ impl FineTune {
         let output = self.output_dir()?;
         AB::seed(device, config.seed);
         let splits = self.read_splits(&config)?;
+        if let Some(preset) = self.preset().filter(|_| self.base.is_none()) {
+            config = self.train_config_for(&splits.train)?;
+            if let Some(budget) = preset.epoch_budget {
+                tracing::info!(
+                    "preset {}: {} epochs by default on these {} training texts (as many as read about {budget} characters, {} to {MAX_BUDGET_EPOCHS}); this run: {}",
+                    preset.name,
+                    preset.epochs_for(&splits.train, &config),
+                    splits.train.examples.len(),
+                    preset.train.epochs,
+                    config.epochs
+                );
+            }
+        }
         let problem = problem_for(&mut config, &splits.train);
         // Before a model is built: settings this problem type has no use for.
         crate::tasks::check_problem(&config, problem)?;

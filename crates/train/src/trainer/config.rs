@@ -170,7 +170,8 @@ impl std::str::FromStr for ClassWeights {
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Passes over the training set (presets: their own).
+    /// Passes over the training set (presets: their own; tiny-zh: as many as
+    /// read about 3M characters of its training texts, 3 to 10).
     #[cfg_attr(feature = "cli", arg(long, visible_alias = "num-train-epochs", default_value_t = TrainConfig::default().epochs))]
     pub epochs: usize,
     /// Stop after this many optimizer steps (overrides `epochs` when smaller).
@@ -248,7 +249,8 @@ pub struct TrainConfig {
     /// Metric that chooses the best checkpoint: accuracy, macro_f1, micro_f1 or
     /// loss; multi-label: micro_f1 (what accuracy, the default, means there),
     /// macro_f1, samples_f1, subset_accuracy, hamming_loss or loss;
-    /// regression: mse (the default there), mae, pearson, spearman or loss.
+    /// regression: mse (the default there), mae, pearson, spearman or loss
+    /// (tiny-zh: macro_f1 in single-label runs).
     #[cfg_attr(feature = "cli", arg(long, visible_alias = "metric-for-best-model", default_value_t = TrainConfig::default().metric))]
     pub metric: Metric,
     /// Class weights of the loss: auto (n / (k · count), scikit-learn's
