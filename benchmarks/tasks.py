@@ -102,10 +102,12 @@ def zhbert(args, folder: Path, ext: str, flags) -> dict:
     return {"test": json.loads((folder / "test-eval.json").read_text()), "train_seconds": round(seconds, 1)}
 
 
-def tfidf(splits):
+def tfidf(splits) -> dict:
+    """Each split's rows, the vectorizer fitted on the training split."""
     vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
-    x = {k: (vec.fit_transform if k == "train" else vec.transform)([r["text"] for r in v])
-         for k, v in sorted(splits.items(), key=lambda kv: kv[0] != "train")}
+    texts = {k: [r["text"] for r in v] for k, v in splits.items()}
+    x = {"train": vec.fit_transform(texts["train"])}
+    x.update({k: vec.transform(texts[k]) for k in ("dev", "test")})
     return x
 
 
