@@ -75,6 +75,7 @@ pub mod classifier;
 pub mod fine_tune;
 pub mod hub;
 pub mod inference;
+mod json_file;
 pub mod long_text;
 pub mod metrics;
 pub mod optim;

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use zhbert_data::{encode_long_texts, Dataset, EncodedDataset};
 use zhbert_tokenizer::BertTokenizer;
@@ -48,24 +48,13 @@ impl TrainedLongText {
 
     /// Writes `long_text.json` in `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        zhbert_model::write_atomic(
-            &dir.join(LONG_TEXT_FILE),
-            serde_json::to_string_pretty(self)?.as_bytes(),
-        )?;
-        Ok(())
+        crate::json_file::save(&dir.join(LONG_TEXT_FILE), self)
     }
 
     /// The settings saved in `dir`; `None` when it has no `long_text.json`
     /// (a model from elsewhere, or trained before zhbert wrote it).
     pub fn load(dir: &Path) -> Result<Option<Self>> {
-        let path = dir.join(LONG_TEXT_FILE);
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
-        let saved = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a long-text settings file", path.display()))?;
-        Ok(Some(saved))
+        crate::json_file::load(&dir.join(LONG_TEXT_FILE), "a long-text settings file")
     }
 }
 

@@ -434,23 +434,16 @@ pub struct Thresholds {
 impl Thresholds {
     /// Writes `thresholds.json` in `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        zhbert_model::write_atomic(
-            &dir.join(THRESHOLDS_FILE),
-            serde_json::to_string_pretty(self)?.as_bytes(),
-        )?;
-        Ok(())
+        crate::json_file::save(&dir.join(THRESHOLDS_FILE), self)
     }
 
     /// The thresholds of the model in `dir`, checked against its `labels`;
     /// `None` when it has no `thresholds.json`.
     pub fn load(dir: &Path, labels: &[String]) -> Result<Option<Vec<f32>>> {
         let path = dir.join(THRESHOLDS_FILE);
-        if !path.is_file() {
+        let Some(t) = crate::json_file::load::<Thresholds>(&path, "a thresholds file")? else {
             return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
-        let t: Thresholds = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a thresholds file", path.display()))?;
+        };
         anyhow::ensure!(
             t.labels == labels && t.thresholds.len() == labels.len(),
             "{}: its labels {:?} are not the model's {:?}",
