@@ -1,8 +1,8 @@
 //! Times the linear layers of MiniLM at batch 32 × length 128 (4096 rows):
 //! burn's fp32 matmul on Flex, burn's own quantized tensors (a Q8S weight
-//! through `matmul`), and zhbert's int8 kernel (AVX2 and scalar), each with
-//! its per-call work (zhbert: quantizing the rows, the product, the
-//! dequantizing epilogue). Medians of `--reps` calls, GFLOP/s counted as
+//! through `matmul`), and zhbert's int8 kernel (AVX-512 VNNI, AVX2 and
+//! scalar), each with its per-call work (zhbert: quantizing the rows, the
+//! product, the dequantizing epilogue). Medians of `--reps` calls, GFLOP/s counted as
 //! 2·m·k·n.
 //!
 //! ```sh
@@ -44,7 +44,9 @@ fn main() {
     let device = Default::default();
     let m = 4096;
     println!("rayon threads: {}", rayon::current_num_threads());
-    println!("shape (m×k×n) | burn fp32 | burn Q8S weight | zhbert int8 AVX2 | zhbert int8 scalar  (GFLOP/s)");
+    println!(
+        "shape (m×k×n) | burn fp32 | burn Q8S weight | zhbert int8 AVX-512 VNNI | AVX2 | scalar  (GFLOP/s)"
+    );
     for (k, n) in [(384, 384), (384, 1536), (1536, 384)] {
         let x = Tensor::<Flex, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
         let w = Tensor::<Flex, 2>::random([k, n], Distribution::Normal(0.0, 0.05), &device);
@@ -68,20 +70,20 @@ fn main() {
                 std::hint::black_box(matmul(&q, &packed, kernel));
             })
         };
-        let avx2 = if Kernel::Avx2.available() {
-            format!("{:.1}", flops / ours(Kernel::Avx2))
-        } else {
-            "-".into()
-        };
-        let scalar = if scalar {
-            format!("{:.1}", flops / ours(Kernel::Scalar))
-        } else {
-            "-".into()
+        let rate = |kernel: Kernel, wanted: bool| {
+            if wanted && kernel.available() {
+                format!("{:.1}", flops / ours(kernel))
+            } else {
+                "-".into()
+            }
         };
         println!(
-            "{m}×{k}×{n} | {:.1} | {:.1} | {avx2} | {scalar}",
+            "{m}×{k}×{n} | {:.1} | {:.1} | {} | {} | {}",
             flops / fp32,
-            flops / burn_q
+            flops / burn_q,
+            rate(Kernel::Avx512Vnni, true),
+            rate(Kernel::Avx2, true),
+            rate(Kernel::Scalar, scalar),
         );
     }
 }

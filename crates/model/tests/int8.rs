@@ -1,8 +1,8 @@
 //! zhbert's int8 linear kernels (`zhbert_model::quantize`): the product
 //! against an f64 product of the operands the kernel multiplies, the
-//! quantizers against their definitions, the AVX2 and scalar paths against
-//! each other, and a quantized MiniLM against its fp32 logits and PyTorch's
-//! `quantize_dynamic` (`tests/fixtures/make_int8.py`).
+//! quantizers against their definitions, the SIMD (AVX2, AVX-512 VNNI) and
+//! scalar paths against each other, and a quantized MiniLM against its fp32
+//! logits and PyTorch's `quantize_dynamic` (`tests/fixtures/make_int8.py`).
 
 mod common;
 
@@ -56,10 +56,7 @@ const SHAPES: [(usize, usize, usize); 8] = [
 ];
 
 fn kernels() -> Vec<Kernel> {
-    [Kernel::Scalar, Kernel::Avx2]
-        .into_iter()
-        .filter(|k| k.available())
-        .collect()
+    Kernel::ALL.into_iter().filter(|k| k.available()).collect()
 }
 
 /// The kernel's result against `Σ x'·w' + b` in f64, with `x'` and `w'` the
@@ -144,9 +141,15 @@ fn quantizers_round_to_the_nearest_step() {
     }
 }
 
+/// Every SIMD kernel this CPU has (AVX2, AVX-512 VNNI) computes the scalar
+/// kernel's bits: the same quantized rows and the same products.
 #[test]
-fn scalar_and_avx2_kernels_agree_bit_for_bit() {
-    if !Kernel::Avx2.available() {
+fn simd_kernels_agree_with_the_scalar_kernel_bit_for_bit() {
+    let simd: Vec<Kernel> = kernels()
+        .into_iter()
+        .filter(|k| *k != Kernel::Scalar)
+        .collect();
+    if simd.is_empty() {
         eprintln!("no AVX2 on this CPU: only the scalar kernel exists here");
         return;
     }
@@ -157,18 +160,21 @@ fn scalar_and_avx2_kernels_agree_bit_for_bit() {
         let b = rng.vec(n, 1.0);
         let packed = PackedWeight::pack(&w, k, n, Some(&b));
         let scalar = QuantizedRows::quantize_with(&x, rows, k, Kernel::Scalar);
-        let avx2 = QuantizedRows::quantize_with(&x, rows, k, Kernel::Avx2);
         let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-        assert_eq!(
-            bits(scalar.dequantized()),
-            bits(avx2.dequantized()),
-            "{rows}×{k}: the row quantizers differ"
-        );
-        assert_eq!(
-            bits(matmul(&scalar, &packed, Kernel::Scalar)),
-            bits(matmul(&avx2, &packed, Kernel::Avx2)),
-            "{rows}×{k}×{n}: the products differ"
-        );
+        let expected = bits(matmul(&scalar, &packed, Kernel::Scalar));
+        for &kernel in &simd {
+            let q = QuantizedRows::quantize_with(&x, rows, k, kernel);
+            assert_eq!(
+                bits(scalar.dequantized()),
+                bits(q.dequantized()),
+                "{kernel:?} {rows}×{k}: the row quantizers differ"
+            );
+            assert_eq!(
+                expected,
+                bits(matmul(&q, &packed, kernel)),
+                "{kernel:?} {rows}×{k}×{n}: the products differ"
+            );
+        }
     }
 }
 

@@ -106,7 +106,8 @@ mod fast_gelu {
         // Adding 1.5 * 2^23 rounds to an integer in the mantissa.
         const ROUND: f32 = 12_582_912.0;
         let v = v.max(-87.0);
-        let n = (v * LOG2_E + ROUND) - ROUND;
+        let rounded = v * LOG2_E + ROUND;
+        let n = rounded - ROUND;
         // ln 2 split in two so that n * LN2_HI is exact.
         let r = (v - n * 0.693_145_75) - n * 1.428_606_8e-6;
         let p = 1.0
@@ -115,7 +116,11 @@ mod fast_gelu {
                     + r * (1.0 / 6.0
                         + r * (1.0 / 24.0
                             + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-        p * f32::from_bits((((n as i32) + 127) as u32) << 23)
+        // zhbert patch: n (in -126..=0) read from `rounded`'s low mantissa
+        // bits, the same integer as `n as i32`, whose saturating conversion
+        // compiled lane by lane (a third of the GELU's time).
+        let n_int = rounded.to_bits() as i32 - ROUND.to_bits() as i32;
+        p * f32::from_bits(((n_int + 127) as u32) << 23)
     }
 
     #[inline(always)]
