@@ -304,7 +304,7 @@ impl Kernel {
         }
     }
 
-    /// Whether the AVX2 row quantizer and output step apply.
+    /// Whether the AVX2 row quantizer applies (the VNNI kernel uses it too).
     fn uses_avx2(self) -> bool {
         matches!(self, Self::Avx2 | Self::Avx512Vnni)
     }
