@@ -706,12 +706,7 @@ mod avx2 {
         out: &OutPtr,
     ) {
         super::tile_pair_with(t, pair, columns, act, out, |a, packed, groups| {
-            if pair {
-                packed.map(|p| tile(a, p, groups))
-            } else {
-                let acc = tile(a, packed[0], groups);
-                [acc, acc]
-            }
+            packed.map(|p| tile(a, p, groups))
         })
     }
 }
