@@ -40,6 +40,7 @@
 //! | [`bert`] | the model, one file, named like HF's keys |
 //! | [`attention`] | the attention op: zhbert's CPU kernel with its own backward, burn's fused op |
 //! | [`checkpoint`] | import and export of HF weights, [`LoadReport`] |
+//! | [`dense`] | zhbert's fp32 linear kernel for CPU inference (AVX2: product, bias and GELU in one pass) |
 //! | [`precision`] | mixed precision: matmuls in bf16 or f16 inside [`autocast`] |
 //! | [`quantize`] | dynamic int8 inference on the CPU: zhbert's int8 linear kernels ([`BertForSequenceClassification::quantize`]) |
 
@@ -47,6 +48,8 @@ pub mod attention;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+mod cpu;
+pub mod dense;
 pub mod precision;
 pub mod quantize;
 

@@ -142,6 +142,13 @@ fn linear_act<B: Backend, const D: usize>(
         Ok(y) => return y,
         Err(x) => x,
     };
+    // fp32 inference on the CPU runs zhbert's own kernel where it is the
+    // faster one (`crate::dense`).
+    #[cfg(feature = "flex")]
+    let x = match crate::dense::try_linear(layer, x, act) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     let y = linear_fp(layer, x);
     match act {
         Activation::Identity => y,

@@ -208,47 +208,23 @@ pub(crate) fn try_linear<B: Backend, const D: usize>(
     x: burn::tensor::Tensor<B, D>,
     act: kernel::Activation,
 ) -> Result<burn::tensor::Tensor<B, D>, burn::tensor::Tensor<B, D>> {
-    use burn::tensor::{Bytes, DType, FloatDType, Shape, Tensor, TensorPrimitive};
-    use burn_flex::{FlexTensor, Layout};
-
-    use crate::attention::downcast;
+    use burn::tensor::DType;
 
     let Some(weights) = ACTIVE.with_borrow(Clone::clone) else {
         return Err(x);
     };
-    let dims = x.dims();
-    let k = dims[D - 1];
     let packed = match weights.layers.get(&layer.weight.id) {
-        Some(p) if p.in_features() == k => p,
+        Some(p) if p.in_features() == x.dims()[D - 1] => p,
         _ => return Err(x),
     };
     // The layer's fp32 weights were dropped at quantization, so there is no
-    // other path: inside `autocast` the input comes in half and the output
-    // goes back to it.
+    // other path: inside `autocast` the input comes in half (and is read as
+    // f32) and the output goes back to it.
     let dtype = x.dtype();
-    let x = if dtype == DType::F32 {
-        x
-    } else {
-        x.cast(FloatDType::F32)
-    };
-    let rows = dims[..D - 1].iter().product();
-    let flex = match downcast::<_, FlexTensor>(x.into_primitive().tensor()) {
-        Ok(flex) => flex.to_contiguous(),
-        Err(p) => return Err(Tensor::from_primitive(TensorPrimitive::Float(p))),
-    };
-    let values = flex.as_slice::<f32>().expect("a contiguous f32 tensor");
-    let quantized = kernel::QuantizedRows::quantize(values, rows, k);
+    let rows = crate::cpu::FlexRows::of(x)?;
+    let quantized = kernel::QuantizedRows::quantize(rows.values(), rows.rows(), rows.features());
     let y = kernel::matmul_act(&quantized, packed, weights.kernel, act);
-    let mut out_dims = dims.to_vec();
-    out_dims[D - 1] = packed.out_features();
-    let out = FlexTensor::new(
-        Bytes::from_elems(y),
-        Layout::contiguous(Shape::from(out_dims)),
-        DType::F32,
-    );
-    let out = downcast::<FlexTensor, B::FloatTensorPrimitive>(out)
-        .unwrap_or_else(|_| unreachable!("x was a Flex tensor"));
-    let out = Tensor::from_primitive(TensorPrimitive::Float(out));
+    let out = rows.output::<B>(y, packed.out_features());
     Ok(match dtype {
         DType::F32 => out,
         half => out.cast(half),

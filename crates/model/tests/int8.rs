@@ -14,34 +14,6 @@ use zhbert_model::quantize::kernel::{
 };
 use zhbert_model::*;
 
-/// xorshift64*: reproducible test data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-
-    /// Values of scale about `scale`, one in 50 ten times larger (BERT's
-    /// activations have such outlier features).
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let v = self.next() * scale;
-                if i % 50 == 7 {
-                    v * 10.0
-                } else {
-                    v
-                }
-            })
-            .collect()
-    }
-}
-
 /// (rows, k, n): one row, k not a multiple of 4 or of the vector width, n
 /// not a multiple of the 16-column block, and MiniLM's shapes.
 const SHAPES: [(usize, usize, usize); 8] = [

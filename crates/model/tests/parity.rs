@@ -6,7 +6,7 @@ mod common;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 use common::*;
 use zhbert_model::*;
@@ -16,14 +16,6 @@ type AB = Autodiff<Flex>;
 
 fn tiny_dir() -> std::path::PathBuf {
     fixtures().join("tiny-bert")
-}
-
-fn input<Bk: Backend>(e: &Expected, device: &Bk::Device) -> BertInput<Bk> {
-    BertInput {
-        input_ids: e.int_tensor("input_ids", device),
-        token_type_ids: Some(e.int_tensor("token_type_ids", device)),
-        attention_mask: Some(e.int_tensor("attention_mask", device)),
-    }
 }
 
 /// Loads the tiny classifier from one of its two weight files.

@@ -36,6 +36,8 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::{filled, par_tasks, OutPtr};
+
 /// Largest weight magnitude after quantization: `2·255·64 = 32,640` fits
 /// `vpmaddubsw`'s saturating `i16` sums.
 pub const WEIGHT_LEVELS: f32 = 64.0;
@@ -339,57 +341,34 @@ pub fn matmul_act(
         "{kernel:?} is not available on this CPU"
     );
     let (rows, n) = (x.rows, w.n);
-    if rows == 0 || n == 0 {
-        return Vec::new();
-    }
-    // Not zeroed first: the tiles below write every element (a memset of
-    // the output was 3% of a MiniLM forward pass).
-    let mut out: Vec<std::mem::MaybeUninit<f32>> = Vec::with_capacity(rows * n);
-    // SAFETY: `MaybeUninit` needs no initialisation.
-    unsafe { out.set_len(rows * n) };
     let blocks = n.div_ceil(BLOCK_COLS);
-    let row_tasks = rows.div_ceil(TASK_ROWS);
-    // Few rows (a single request): split the columns too, so that every
-    // thread has work.
-    let wanted = 4 * rayon::current_num_threads();
-    let col_tasks = wanted.div_ceil(row_tasks).clamp(1, blocks);
-    let blocks_per_task = blocks.div_ceil(col_tasks);
-    let target = OutPtr(out.as_mut_ptr().cast::<f32>());
-    (0..row_tasks * col_tasks).into_par_iter().for_each(|t| {
-        let (rt, ct) = (t / col_tasks, t % col_tasks);
-        let row_range = rt * TASK_ROWS..((rt + 1) * TASK_ROWS).min(rows);
-        let block_range = ct * blocks_per_task..((ct + 1) * blocks_per_task).min(blocks);
-        // Two column blocks at a time: the VNNI tile computes them together.
-        for block in block_range.clone().step_by(2) {
-            let pair = block + 1 < block_range.end;
-            let columns = [Columns::of(w, block), Columns::of(w, block + pair as usize)];
-            for r0 in row_range.clone().step_by(TILE_ROWS) {
-                let tile_rows = (row_range.end - r0).min(TILE_ROWS);
-                let tile = Tile {
-                    x,
-                    w,
-                    r0,
-                    rows: tile_rows,
-                    block,
-                };
-                // SAFETY: `kernel` is available (checked above); tasks cover
-                // disjoint (row, column block) rectangles of `out`, which
-                // outlives the parallel loop.
-                unsafe { tile_pair(&tile, pair, &columns, kernel, act, &target) };
-            }
-        }
-    });
-    // SAFETY: the tasks cover every (row, column block) of `out`, and each
-    // tile stores all of its rows and columns, so every element is written;
-    // `MaybeUninit<f32>` and `f32` have the same layout.
-    let mut out = std::mem::ManuallyDrop::new(out);
-    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<f32>(), out.len(), out.capacity()) }
+    // SAFETY: the tasks cover every (row, column block) of the output once,
+    // and each tile stores all of its rows and columns.
+    unsafe {
+        filled(rows * n, |target| {
+            par_tasks(rows, blocks, TASK_ROWS, |row_range, block_range| {
+                // Two column blocks at a time: the VNNI tile computes them together.
+                for block in block_range.clone().step_by(2) {
+                    let pair = block + 1 < block_range.end;
+                    let columns = [Columns::of(w, block), Columns::of(w, block + pair as usize)];
+                    for r0 in row_range.clone().step_by(TILE_ROWS) {
+                        let tile_rows = (row_range.end - r0).min(TILE_ROWS);
+                        let tile = Tile {
+                            x,
+                            w,
+                            r0,
+                            rows: tile_rows,
+                            block,
+                        };
+                        // SAFETY: `kernel` is available (checked above);
+                        // tasks cover disjoint rectangles of the output.
+                        tile_pair(&tile, pair, &columns, kernel, act, target);
+                    }
+                }
+            })
+        })
+    }
 }
-
-/// The output buffer, shared by tasks that write disjoint parts of it.
-struct OutPtr(*mut f32);
-// SAFETY: every task writes its own rectangle only.
-unsafe impl Sync for OutPtr {}
 
 /// Integer accumulators of one tile, `[row][column]`.
 type Acc = [[i32; BLOCK_COLS]; TILE_ROWS];

@@ -103,3 +103,40 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32) {
     assert!(d <= atol, "{what}: max abs diff {d:e} > {atol:e}");
     eprintln!("{what}: max abs diff {d:e}");
 }
+
+/// xorshift64*: reproducible test data without a dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+
+    /// Values of scale about `scale`, one in 50 ten times larger (BERT's
+    /// activations have such outlier features).
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let v = self.next() * scale;
+                if i % 50 == 7 {
+                    v * 10.0
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+}
+
+/// A fixture's model input (`input_ids`, `token_type_ids`, `attention_mask`).
+pub fn input<Bk: Backend>(e: &Expected, device: &Bk::Device) -> zhbert_model::BertInput<Bk> {
+    zhbert_model::BertInput {
+        input_ids: e.int_tensor("input_ids", device),
+        token_type_ids: Some(e.int_tensor("token_type_ids", device)),
+        attention_mask: Some(e.int_tensor("attention_mask", device)),
+    }
+}
