@@ -23,6 +23,10 @@ pub const USAGE: &str = "usage: cargo xtask bench [options]
   --tta                also time-to-accuracy of tiny-zh from scratch (minutes; see benchmarks/README.md)
   --tta-target ACC     dev accuracy to reach (default 0.75)
   --no-torch           zhbert only, even when PyTorch is installed
+  --cpu avx2           the AVX2 code paths on an AVX-512 machine: zhbert built without gemm's AVX-512
+                       kernels and its own held to AVX2 (ZHBERT_CPU_CAP=avx2), PyTorch held to AVX2
+                       (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA); the machine
+                       is named <machine>-avx2 in the results
   --out FILE           results JSON (default benchmarks/results/<date>-<machine>.json); process
                        results go beside it, to FILE's name with -process (default <date>-<machine>-process.json)";
 
@@ -130,6 +134,8 @@ struct Options {
     tta_target: f64,
     torch: bool,
     out: Option<PathBuf>,
+    /// `--cpu avx2`: hold both sides to AVX2.
+    avx2_only: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -141,6 +147,7 @@ fn parse(args: &[String]) -> Result<Options> {
         tta_target: 0.75,
         torch: true,
         out: None,
+        avx2_only: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -161,6 +168,10 @@ fn parse(args: &[String]) -> Result<Options> {
             "--tta-target" => o.tta_target = value()?.parse().context("--tta-target")?,
             "--no-torch" => o.torch = false,
             "--out" => o.out = Some(value()?.into()),
+            "--cpu" => match value()?.as_str() {
+                "avx2" => o.avx2_only = true,
+                other => bail!("--cpu {other:?}: only avx2 is supported"),
+            },
             "-h" | "--help" => bail!("{USAGE}"),
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
@@ -247,9 +258,14 @@ fn today() -> Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
-/// Builds `zhbert` with every requested backend compiled in (one build).
-fn build_zhbert(backends: &[String]) -> Result<PathBuf> {
-    let features = backends.join(",");
+/// Builds `zhbert` with every requested backend compiled in (one build),
+/// and gemm's AVX-512 kernels unless `avx2_only`.
+fn build_zhbert(backends: &[String], avx2_only: bool) -> Result<PathBuf> {
+    let mut features = backends.to_vec();
+    if !avx2_only {
+        features.push("avx512".into());
+    }
+    let features = features.join(",");
     cargo(&[
         "build",
         "--release",
@@ -262,6 +278,21 @@ fn build_zhbert(backends: &[String]) -> Result<PathBuf> {
     Ok(root().join("target/release/zhbert"))
 }
 
+/// `--cpu avx2`: every process this one starts, zhbert's and PyTorch's, runs
+/// its AVX2 code paths, and the results are named for it.
+fn hold_to_avx2() {
+    let machine = format!("{}-avx2", machine_name());
+    for (key, value) in [
+        ("ZHBERT_CPU_CAP", "avx2"),
+        ("ATEN_CPU_CAPABILITY", "avx2"),
+        ("MKL_ENABLE_INSTRUCTIONS", "AVX2"),
+        ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+        ("ZHBERT_MACHINE", machine.as_str()),
+    ] {
+        std::env::set_var(key, value);
+    }
+}
+
 /// Runs from (workload index, implementation or backend) to the JSON each run printed.
 type Runs = BTreeMap<(usize, String), Vec<Value>>;
 
@@ -270,7 +301,10 @@ pub fn bench(args: &[String]) -> Result<()> {
     assets()?;
     let assets = root().join("target/assets");
     let reviews = reviews_file(&assets)?;
-    let zhbert = build_zhbert(&o.backends)?;
+    if o.avx2_only {
+        hold_to_avx2();
+    }
+    let zhbert = build_zhbert(&o.backends, o.avx2_only)?;
     let torch = o.torch && torch_available();
     if !torch {
         println!(
@@ -493,6 +527,7 @@ fn write_results(
         "date": date, "machine": machine_name(), "cpu": cpu_model(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "backends": o.backends, "repetitions": o.reps, "pytorch": torch,
+        "avx2_only": o.avx2_only,
         "command": format!("cargo xtask bench {}", args.join(" ")),
         "results": summary, "time_to_accuracy": tta, "table": table,
     });

@@ -225,7 +225,7 @@ pub fn zhbert(args: &[String]) -> Result<()> {
     let mut build = vec!["build", "--release", "-p", "zhbert-cli"];
     let backend = backend_of(args);
     // The backend in place of the default one, and data-parallel training as by default.
-    let features = backend.as_ref().map(|b| format!("{b},collective"));
+    let features = backend.as_ref().map(|b| format!("{b},avx512,collective"));
     if let (Some(b), Some(features)) = (&backend, &features) {
         if !["flex", "ndarray", "wgpu", "cuda"].contains(&b.as_str()) {
             bail!("unknown backend {b:?}: flex, ndarray, wgpu or cuda");

@@ -8,6 +8,27 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+/// Whether zhbert's own kernels are held to AVX2 on a CPU that has AVX-512:
+/// `ZHBERT_CPU_CAP=avx2`, read once. `cargo xtask bench --cpu avx2` sets it
+/// (with a build without gemm's AVX-512 kernels) to time the AVX2 paths on
+/// an AVX-512 machine; nothing else should.
+pub(crate) fn avx2_cap() -> bool {
+    static CAP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| std::env::var("ZHBERT_CPU_CAP").is_ok_and(|v| v == "avx2"))
+}
+
+/// Whether the CPU has AVX-512 F and zhbert's kernels may use it.
+pub(crate) fn avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && !avx2_cap()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The output buffer of a product, written by tasks that each own a
 /// rectangle of it.
 pub(crate) struct OutPtr(pub(crate) *mut f32);

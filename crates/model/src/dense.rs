@@ -134,10 +134,10 @@ impl Kernel {
 
     /// The kernel the model's linear layers use on this CPU: AVX2 + FMA
     /// where there is no AVX-512 (with it, `gemm`'s 16-lane kernels, which
-    /// burn's matmul runs, do more per instruction); none without AVX2.
+    /// burn's matmul runs, do more per instruction; `ZHBERT_CPU_CAP=avx2`
+    /// counts as none); none without AVX2.
     pub fn preferred() -> Option<Self> {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if crate::cpu::avx512f() {
             return None;
         }
         Self::detect()
@@ -307,7 +307,7 @@ pub(crate) fn try_linear<B: burn::tensor::backend::Backend, const D: usize>(
 
     use crate::cpu::FlexRows;
 
-    let Some(kernel) = preferred_kernel() else {
+    let Some(kernel) = Kernel::preferred() else {
         return Err(x);
     };
     let [k, n] = layer.weight.dims();
@@ -333,24 +333,4 @@ pub(crate) fn try_linear<B: burn::tensor::backend::Backend, const D: usize>(
     let packed = PackedPanels::pack(weight.values(), k, n, bias.as_ref().map(|b| b.values()));
     let y = linear(rows.values(), rows.rows(), &packed, act, kernel);
     Ok(rows.output(y, n))
-}
-
-/// [`Kernel::preferred`], or the one `ZHBERT_DENSE_KERNEL` names (`avx2` to
-/// run this kernel where the CPU has AVX-512 too, `burn` for burn's matmul),
-/// read once: the setting for comparing the two on one machine.
-#[cfg(feature = "flex")]
-fn preferred_kernel() -> Option<Kernel> {
-    static CHOICE: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
-    *CHOICE.get_or_init(|| match std::env::var("ZHBERT_DENSE_KERNEL").as_deref() {
-        Ok("burn") => None,
-        Ok("avx2") => Kernel::Avx2Fma.available().then_some(Kernel::Avx2Fma),
-        _ => Kernel::preferred(),
-    })
-}
-
-/// The kernel the model's fp32 linear layers run on Flex in this process
-/// (`None`: burn's matmul).
-#[cfg(feature = "flex")]
-pub fn kernel_in_use() -> Option<Kernel> {
-    preferred_kernel()
 }

@@ -27,7 +27,8 @@
 //!
 //! | feature | default | what |
 //! | --- | --- | --- |
-//! | `flex` | yes | burn's Flex CPU backend, with `gemm`'s AVX-512 kernels (chosen at run time) |
+//! | `flex` | yes | burn's Flex CPU backend |
+//! | `avx512` | yes | `gemm`'s AVX-512 matmul kernels in Flex, chosen at run time where the CPU has them (without it, AVX2 at most) |
 //! | `ndarray` | | burn's ndarray CPU backend |
 //! | `wgpu` | | wgpu: Vulkan, Metal, DirectX 12 (lavapipe where there is no GPU) |
 //! | `cuda` | | NVIDIA CUDA; the driver (`libcuda.so.1`) is loaded at run time |

@@ -2,9 +2,9 @@
 //! f64 with the rounding bound of its summation, the fused GELU against
 //! burn's, and whole models run through it against the PyTorch fixtures.
 //!
-//! The model tests set `ZHBERT_DENSE_KERNEL=avx2` before anything reads it
-//! (this file is its own process), so that the kernel runs where the CPU
-//! would prefer burn's matmul (AVX-512) too.
+//! The tests set `ZHBERT_CPU_CAP=avx2` before anything reads it (this file
+//! is its own process), so that the model runs the kernel where the CPU
+//! has AVX-512 too (and would otherwise run burn's matmul).
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::sync::Once;
 use burn::backend::Flex;
 use burn::tensor::{activation, Tensor, TensorData};
 use common::*;
-use zhbert_model::dense::{kernel_in_use, linear, Activation, Kernel, PackedPanels};
+use zhbert_model::dense::{linear, Activation, Kernel, PackedPanels};
 use zhbert_model::*;
 
 /// (rows, k, n): one row, rows not a multiple of the 6-row tile, n not a
@@ -33,7 +33,7 @@ const SHAPES: [(usize, usize, usize); 9] = [
 
 fn setup() -> Option<Kernel> {
     static SET: Once = Once::new();
-    SET.call_once(|| std::env::set_var("ZHBERT_DENSE_KERNEL", "avx2"));
+    SET.call_once(|| std::env::set_var("ZHBERT_CPU_CAP", "avx2"));
     let kernel = Kernel::detect();
     if kernel.is_none() {
         eprintln!("skipped: this CPU has no AVX2 + FMA");
@@ -120,7 +120,7 @@ fn fused_gelu_equals_burns_gelu_after_the_product() {
 fn models_through_the_kernel_match_pytorch() {
     let Some(kernel) = setup() else { return };
     assert_eq!(
-        kernel_in_use(),
+        Kernel::preferred(),
         Some(kernel),
         "the model would not run the kernel"
     );

@@ -76,7 +76,7 @@ fn body_avx2(row: &mut [f32], max: f32) -> f32 {
 pub(super) fn exp_sub_sum(row: &mut [f32], max: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if crate::cpu::avx512f() {
             // SAFETY: the CPU has AVX-512F.
             return unsafe { body_avx512(row, max) };
         }

@@ -278,11 +278,13 @@ impl Kernel {
     /// Every kernel, slowest first.
     pub const ALL: [Kernel; 3] = [Self::Scalar, Self::Avx2, Self::Avx512Vnni];
 
-    /// The fastest kernel this CPU runs.
+    /// The fastest kernel this CPU runs (AVX2 at most under
+    /// `ZHBERT_CPU_CAP=avx2`).
     pub fn detect() -> Self {
         Self::ALL
             .into_iter()
             .rev()
+            .filter(|k| *k != Self::Avx512Vnni || crate::cpu::avx512f())
             .find(|k| k.available())
             .unwrap_or(Self::Scalar)
     }
