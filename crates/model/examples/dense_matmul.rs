@@ -1,5 +1,5 @@
 //! Times the linear layers of MiniLM and bert-base at batch 32 × length 128
-//! (4096 rows): burn's fp32 path on Flex (`gemm`'s product, then the bias sum,
+//! (4096 rows, or `--rows`): burn's fp32 path on Flex (`gemm`'s product, then the bias sum,
 //! then GELU for the intermediate layer) against zhbert's fp32 kernel
 //! (`zhbert_model::dense`: packing the weight, the product, bias and GELU in
 //! its output step), each with all of its per-call work. Medians of `--reps`
@@ -9,7 +9,7 @@
 //! AVX-512 machine:
 //!
 //! ```sh
-//! cargo run --release -p zhbert-model --example dense_matmul -- [--reps 7]
+//! cargo run --release -p zhbert-model --example dense_matmul -- [--reps 7] [--rows 4096]
 //! cargo run --release -p zhbert-model --no-default-features --features flex --example dense_matmul
 //! ```
 
@@ -48,7 +48,10 @@ fn main() {
         return;
     };
     let device = Default::default();
-    let m = 4096;
+    let m = args
+        .iter()
+        .position(|a| a == "--rows")
+        .map_or(4096, |i| args[i + 1].parse().unwrap());
     println!("rayon threads: {}", rayon::current_num_threads());
     println!("shape (m×k×n), act | burn: gemm + bias (+ GELU) | zhbert {kernel:?}  (GFLOP/s)");
     let shapes = [

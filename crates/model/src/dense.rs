@@ -28,7 +28,8 @@
 //! panels of 16 columns, `k` rows each, contiguous, and the rows of `x` read
 //! in place, one broadcast per row and `k`. Each call packs the weight again
 //! (`O(k·n)` against the product's `O(rows·k·n)`: under 1% at 4,096 rows);
-//! keeping packed copies would double the model's memory.
+//! keeping packed copies would double the model's memory. So the model's
+//! layers run it from [`MIN_ROWS`] rows (tokens) on, `gemm` below.
 //!
 //! **Numbers.** Each output is one fused multiply-add chain over `k` in
 //! order, then `+ b`, then [`gelu`]: the same operations as burn's path in a
@@ -43,6 +44,12 @@ pub const PANEL_COLS: usize = 16;
 /// Rows of one micro tile: 6 × 2 accumulators, two registers for a row of
 /// the panel and one broadcast take 15 of AVX2's 16.
 const TILE_ROWS: usize = 6;
+/// Fewest rows (tokens) for which the model's layers run this kernel: it
+/// packs the weight on every call, `k·n` values read and written against
+/// the product's `rows·k·n` multiply-adds, which at 16 or 64 rows made it
+/// half as fast as `gemm` (`examples/dense_matmul.rs --rows`); a single
+/// short request goes to `gemm`, a batch of them here.
+pub const MIN_ROWS: usize = 512;
 /// Rows per parallel task (a multiple of [`TILE_ROWS`]). Each task reads
 /// every panel once per 16 tiles of rows.
 const TASK_ROWS: usize = 96;
@@ -295,8 +302,8 @@ mod avx2 {
 }
 
 /// `act(layer(x))` through the kernel when the running configuration asks
-/// for it ([`Kernel::preferred`], Flex, no autodiff, no autocast), else `x`
-/// back.
+/// for it ([`Kernel::preferred`], Flex, no autodiff, no autocast, at least
+/// [`MIN_ROWS`] rows), else `x` back.
 #[cfg(feature = "flex")]
 pub(crate) fn try_linear<B: burn::tensor::backend::Backend, const D: usize>(
     layer: &burn::nn::Linear<B>,
@@ -311,7 +318,9 @@ pub(crate) fn try_linear<B: burn::tensor::backend::Backend, const D: usize>(
         return Err(x);
     };
     let [k, n] = layer.weight.dims();
-    if crate::precision::autocast_active()
+    let tokens: usize = x.dims()[..D - 1].iter().product();
+    if tokens < MIN_ROWS
+        || crate::precision::autocast_active()
         || x.dtype() != DType::F32
         || layer.weight.val().dtype() != DType::F32
         || x.dims()[D - 1] != k
