@@ -13,45 +13,22 @@
 //! cargo run --release -p zhbert-model --no-default-features --features flex --example dense_matmul
 //! ```
 
-use std::time::Instant;
+#[path = "common/timing.rs"]
+mod timing;
 
 use burn::backend::Flex;
 use burn::tensor::{activation, Distribution, Tensor};
 use zhbert_model::dense::{linear, Activation, Kernel, PackedPanels};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    median(
-        (0..reps)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let reps = args
-        .iter()
-        .position(|a| a == "--reps")
-        .map_or(7, |i| args[i + 1].parse().unwrap());
+    let reps = timing::flag(&args, "--reps", 7);
     let Some(kernel) = Kernel::detect() else {
         println!("this CPU has no AVX2 + FMA: zhbert's fp32 kernel does not run here");
         return;
     };
     let device = Default::default();
-    let m = args
-        .iter()
-        .position(|a| a == "--rows")
-        .map_or(4096, |i| args[i + 1].parse().unwrap());
+    let m = timing::flag(&args, "--rows", 4096);
     println!("rayon threads: {}", rayon::current_num_threads());
     println!("shape (m×k×n), act | burn: gemm + bias (+ GELU) | zhbert {kernel:?}  (GFLOP/s)");
     let shapes = [
@@ -67,7 +44,7 @@ fn main() {
         let w = Tensor::<Flex, 2>::random([k, n], Distribution::Normal(0.0, 0.05), &device);
         let b = Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 0.1), &device);
         let flops = 2.0 * (m * k * n) as f64 / 1e9;
-        let burn = time(reps, || {
+        let burn = timing::time(reps, || {
             let y = x.clone().matmul(w.clone()) + b.clone().unsqueeze();
             let y = if gelu { activation::gelu(y) } else { y };
             std::hint::black_box(y.into_primitive());
@@ -82,7 +59,7 @@ fn main() {
         } else {
             Activation::Identity
         };
-        let ours = time(reps, || {
+        let ours = timing::time(reps, || {
             let packed = PackedPanels::pack(&wv, k, n, Some(&bv));
             std::hint::black_box(linear(&xv, m, &packed, act, kernel));
         });

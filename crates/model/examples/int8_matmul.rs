@@ -9,37 +9,17 @@
 //! cargo run --release -p zhbert-model --example int8_matmul -- [--reps 7] [--scalar]
 //! ```
 
-use std::time::Instant;
+#[path = "common/timing.rs"]
+mod timing;
 
 use burn::backend::Flex;
 use burn::tensor::quantization::{QuantLevel, QuantScheme, QuantValue};
 use burn::tensor::{Distribution, Tensor};
 use zhbert_model::quantize::kernel::{matmul, Kernel, PackedWeight, QuantizedRows};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    median(
-        (0..reps)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let reps = args
-        .iter()
-        .position(|a| a == "--reps")
-        .map_or(7, |i| args[i + 1].parse().unwrap());
+    let reps = timing::flag(&args, "--reps", 7);
     let scalar = args.iter().any(|a| a == "--scalar");
     let device = Default::default();
     let m = 4096;
@@ -51,21 +31,21 @@ fn main() {
         let x = Tensor::<Flex, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
         let w = Tensor::<Flex, 2>::random([k, n], Distribution::Normal(0.0, 0.05), &device);
         let flops = 2.0 * (m * k * n) as f64 / 1e9;
-        let fp32 = time(reps, || {
+        let fp32 = timing::time(reps, || {
             x.clone().matmul(w.clone()).into_data();
         });
         let scheme = QuantScheme::default()
             .with_value(QuantValue::Q8S)
             .with_level(QuantLevel::Tensor);
         let wq = w.clone().quantize_dynamic(&scheme);
-        let burn_q = time(reps, || {
+        let burn_q = timing::time(reps, || {
             x.clone().matmul(wq.clone()).into_data();
         });
         let xv = x.to_data().to_vec::<f32>().unwrap();
         let wv = w.to_data().to_vec::<f32>().unwrap();
         let packed = PackedWeight::pack(&wv, k, n, None);
         let ours = |kernel| {
-            time(reps, || {
+            timing::time(reps, || {
                 let q = QuantizedRows::quantize(&xv, m, k);
                 std::hint::black_box(matmul(&q, &packed, kernel));
             })

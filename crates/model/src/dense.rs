@@ -44,12 +44,15 @@ pub const PANEL_COLS: usize = 16;
 /// Rows of one micro tile: 6 × 2 accumulators, two registers for a row of
 /// the panel and one broadcast take 15 of AVX2's 16.
 const TILE_ROWS: usize = 6;
-/// Fewest rows (tokens) for which the model's layers run this kernel: it
-/// packs the weight on every call, `k·n` values read and written against
-/// the product's `rows·k·n` multiply-adds, which at 16 or 64 rows made it
-/// half as fast as `gemm` (`examples/dense_matmul.rs --rows`); a single
-/// short request goes to `gemm`, a batch of them here.
-pub const MIN_ROWS: usize = 512;
+/// Fewest rows (tokens) for which the model's layers run this kernel. It
+/// packs the weight on every call (`k·n` values read and written against the
+/// product's `rows·k·n` multiply-adds), and below a few thousand rows `gemm`,
+/// whose blocks then stay in cache, is the faster one: interleaved on
+/// BERT's six linear shapes (`examples/dense_matmul.rs --rows`, AVX2 build),
+/// this kernel ran about half `gemm`'s speed at 16 and 64 rows, 0.78–0.96×
+/// at 512, about 0.92× at 1,024, about 1.07× at 2,048 and 1.02–1.26× at
+/// 4,096. A single request goes to `gemm`, a full batch here.
+pub const MIN_ROWS: usize = 2048;
 /// Rows per parallel task (a multiple of [`TILE_ROWS`]). Each task reads
 /// every panel once per 16 tiles of rows.
 const TASK_ROWS: usize = 96;

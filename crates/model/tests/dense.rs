@@ -113,20 +113,21 @@ fn fused_gelu_equals_burns_gelu_after_the_product() {
     }
 }
 
-/// The fixture's input `times` over along the batch (its rows then reach
-/// [`MIN_ROWS`], from which the model's layers run the kernel), and the
-/// fixture's expected values repeated alike: each sequence's result does not
-/// depend on the others in its batch.
-fn repeated(e: &Expected, times: usize) -> BertInput<Flex> {
+/// The fixture's input repeated along the batch until its rows reach
+/// [`MIN_ROWS`] (from which the model's layers run the kernel), and how many
+/// times: the fixture's expected values repeat alike, as each sequence's
+/// result does not depend on the others in its batch.
+fn repeated(e: &Expected) -> (BertInput<Flex>, usize) {
     let device = Default::default();
     let x = input::<Flex>(e, &device);
-    let rows = x.input_ids.dims().iter().product::<usize>() * times;
-    assert!(rows >= MIN_ROWS, "{rows} rows would not run the kernel");
-    BertInput {
+    let times = MIN_ROWS.div_ceil(x.input_ids.dims().iter().product());
+    let input = BertInput {
         input_ids: x.input_ids.repeat_dim(0, times),
         token_type_ids: x.token_type_ids.map(|t| t.repeat_dim(0, times)),
         attention_mask: x.attention_mask.map(|m| m.repeat_dim(0, times)),
-    }
+    };
+    assert!(input.input_ids.dims().iter().product::<usize>() >= MIN_ROWS);
+    (input, times)
 }
 
 /// Models whose linear layers all run the kernel (GELU fused into the
@@ -149,21 +150,23 @@ fn models_through_the_kernel_match_pytorch() {
         &device,
     )
     .unwrap();
-    let logits = to_vec(model.forward(repeated(&e, 16)));
+    let (x, times) = repeated(&e);
+    let logits = to_vec(model.forward(x));
     assert_close(
         "tiny-bert logits",
         &logits,
-        &e.f32("logits").repeat(16),
+        &e.f32("logits").repeat(times),
         1e-4,
     );
 
     let e = Expected::open(fixtures().join("minilm/expected.safetensors"));
     let (base, _, _) = load_base::<Flex>(&minilm_dir(), &device).unwrap();
-    let out = base.forward(repeated(&e, 2));
+    let (x, times) = repeated(&e);
+    let out = base.forward(x);
     assert_close(
         "minilm last_hidden_state",
         &to_vec(out.last_hidden_state),
-        &e.f32("last_hidden_state").repeat(2),
+        &e.f32("last_hidden_state").repeat(times),
         1e-4,
     );
     let options = LoadOptions {
@@ -172,6 +175,12 @@ fn models_through_the_kernel_match_pytorch() {
     };
     let (mut model, _, _) = load_classifier::<Flex>(&minilm_dir(), &options, &device).unwrap();
     load_weights_file(&mut model, &fixtures().join("minilm/expected.safetensors")).unwrap();
-    let logits = to_vec(model.forward(repeated(&e, 2)));
-    assert_close("minilm logits", &logits, &e.f32("logits").repeat(2), 1e-4);
+    let (x, times) = repeated(&e);
+    let logits = to_vec(model.forward(x));
+    assert_close(
+        "minilm logits",
+        &logits,
+        &e.f32("logits").repeat(times),
+        1e-4,
+    );
 }
