@@ -20,7 +20,7 @@
 //! where the CPU has it: Intel from Cascade Lake, AMD from Zen 4), the best
 //! chosen at run time, and a portable scalar one. Each kernel's output step
 //! (dequantize, bias, GELU, store) is compiled into the same function as its
-//! tile, for its vector width. All compute the same exact integers (VNNI
+//! tile; the SIMD kernels dequantize with AVX2 intrinsics. All compute the same exact integers (VNNI
 //! does not saturate at all, but the weights keep the AVX2 range so that
 //! every CPU gives the same results) and apply the same epilogue with the
 //! same float operations in the same order
@@ -376,6 +376,8 @@ pub fn matmul_act(
 type Acc = [[i32; BLOCK_COLS]; TILE_ROWS];
 /// The output values of one tile, `[row][column]`.
 type Values = [[f32; BLOCK_COLS]; TILE_ROWS];
+/// Each row's scale and zero point.
+type RowParams = [(f32, i32); TILE_ROWS];
 
 /// Where a tile sits: rows `r0..r0 + rows` of `x`, column block `block`.
 struct Tile<'a> {
@@ -423,9 +425,20 @@ unsafe fn tile_pair(
         Kernel::Avx512Vnni => avx512::tile_pair(t, pair, columns, act, out),
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => avx2::tile_pair(t, pair, columns, act, out),
-        _ => tile_pair_with(t, pair, columns, act, out, |a, packed, groups| {
-            packed.map(|p| scalar_tile(a, p, groups))
-        }),
+        _ => tile_pair_with(
+            t,
+            pair,
+            columns,
+            act,
+            out,
+            |a, packed, groups| {
+                [
+                    scalar_tile(a, packed[0], groups),
+                    scalar_tile(a, packed[1], groups),
+                ]
+            },
+            dequantize,
+        ),
     }
 }
 
@@ -445,6 +458,7 @@ unsafe fn tile_pair_with(
     act: Activation,
     out: &OutPtr,
     product: impl FnOnce([&[u8]; TILE_ROWS], [&[i8]; 2], usize) -> [Acc; 2],
+    dequantize: impl Fn(&Acc, &RowParams, &Columns<'_>) -> Values,
 ) {
     let Tile {
         x,
@@ -462,13 +476,13 @@ unsafe fn tile_pair_with(
     // Without a pair, the second product repeats the first, unstored.
     let packed = [w.block(block), w.block(block + pair as usize)];
     let accs = product(a, packed, w.groups);
-    store(&accs[0], t, &columns[0], act, out);
+    store(&accs[0], t, &columns[0], act, out, &dequantize);
     if pair {
         let next = Tile {
             block: block + 1,
             ..*t
         };
-        store(&accs[1], &next, &columns[1], act, out);
+        store(&accs[1], &next, &columns[1], act, out, &dequantize);
     }
 }
 
@@ -497,7 +511,14 @@ fn scalar_tile(a: [&[u8]; TILE_ROWS], packed: &[i8], groups: usize) -> Acc {
 /// `out` points to `[x.rows, w.n]` floats, and no other thread writes this
 /// tile's rectangle.
 #[inline(always)]
-unsafe fn store(acc: &Acc, tile: &Tile<'_>, columns: &Columns<'_>, act: Activation, out: &OutPtr) {
+unsafe fn store(
+    acc: &Acc,
+    tile: &Tile<'_>,
+    columns: &Columns<'_>,
+    act: Activation,
+    out: &OutPtr,
+    dequantize: &impl Fn(&Acc, &RowParams, &Columns<'_>) -> Values,
+) {
     let Tile {
         x,
         w,
@@ -507,11 +528,17 @@ unsafe fn store(acc: &Acc, tile: &Tile<'_>, columns: &Columns<'_>, act: Activati
     } = *tile;
     let c0 = block * BLOCK_COLS;
     // Rows past the end get the first row's parameters; they are not stored.
-    let params: [(f32, i32); TILE_ROWS] = std::array::from_fn(|r| {
+    let mut params: RowParams = [(0.0, 0); TILE_ROWS];
+    for (r, p) in params.iter_mut().enumerate() {
         let r = if r < rows { r0 + r } else { r0 };
-        (x.scales[r], x.zero_points[r])
-    });
-    let ys = values(acc, &params, columns, act);
+        *p = (x.scales[r], x.zero_points[r]);
+    }
+    let mut ys = dequantize(acc, &params, columns);
+    if act == Activation::Gelu {
+        // All rows at once: four independent vectors (one at a time, the
+        // GELU waited on its own long chain of dependent operations).
+        ys.as_flattened_mut().iter_mut().for_each(|v| *v = gelu(*v));
+    }
     let cols = (w.n - c0).min(BLOCK_COLS);
     for (r, y) in ys.iter().enumerate().take(rows) {
         let dst = out.0.add((r0 + r) * w.n + c0);
@@ -526,22 +553,17 @@ unsafe fn store(acc: &Acc, tile: &Tile<'_>, columns: &Columns<'_>, act: Activati
     }
 }
 
-/// A tile's output values: [`scalar_epilogue`] per row, then `act`.
+/// A tile's values before the activation, `(acc − z·Σq_w) as f32 · (s_x·s_w)
+/// + b`, in plain Rust ([`avx2::dequantize`] computes the same bits).
 #[inline(always)]
-fn values(acc: &Acc, params: &[(f32, i32); TILE_ROWS], c: &Columns<'_>, act: Activation) -> Values {
-    let mut ys: Values =
-        std::array::from_fn(|r| scalar_epilogue(&acc[r], params[r].0, params[r].1, c));
-    if act == Activation::Gelu {
-        // All rows at once: four independent vectors (one at a time, the
-        // GELU waited on its own long chain of dependent operations).
-        ys.as_flattened_mut().iter_mut().for_each(|v| *v = gelu(*v));
+fn dequantize(acc: &Acc, params: &RowParams, c: &Columns<'_>) -> Values {
+    let mut ys: Values = [[0.0; BLOCK_COLS]; TILE_ROWS];
+    for ((y, acc), &(s, z)) in ys.iter_mut().zip(acc).zip(params) {
+        for j in 0..BLOCK_COLS {
+            y[j] = (acc[j] - z * c.sums[j]) as f32 * (s * c.scales[j]) + c.bias[j];
+        }
     }
     ys
-}
-
-#[inline(always)]
-fn scalar_epilogue(acc: &[i32; BLOCK_COLS], s: f32, z: i32, c: &Columns<'_>) -> [f32; BLOCK_COLS] {
-    std::array::from_fn(|j| (acc[j] - z * c.sums[j]) as f32 * (s * c.scales[j]) + c.bias[j])
 }
 
 /// `0.5·x·(1 + erf(x/√2))` with the same f32 operations, in the same order,
@@ -587,7 +609,9 @@ pub fn gelu(x: f32) -> f32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Acc, Activation, Columns, OutPtr, Tile, BLOCK_COLS, GROUP, TILE_ROWS};
+    use super::{
+        Acc, Activation, Columns, OutPtr, RowParams, Tile, Values, BLOCK_COLS, GROUP, TILE_ROWS,
+    };
 
     /// [`super::quantize_row_portable`] eight values at a time: the same
     /// range, scale and zero point, and the same bytes for finite inputs
@@ -686,9 +710,43 @@ mod avx2 {
         act: Activation,
         out: &OutPtr,
     ) {
-        super::tile_pair_with(t, pair, columns, act, out, |a, packed, groups| {
-            packed.map(|p| tile(a, p, groups))
-        })
+        super::tile_pair_with(
+            t,
+            pair,
+            columns,
+            act,
+            out,
+            |a, packed, groups| [tile(a, packed[0], groups), tile(a, packed[1], groups)],
+            |acc, params, c| dequantize(acc, params, c),
+        )
+    }
+
+    /// [`super::dequantize`] eight lanes at a time, with the same operations
+    /// in the same order (`vcvtdq2ps` rounds to nearest, as `as f32`; no
+    /// fused multiply-add), so the same bits. Written out because the
+    /// compiler's own vectorisation of the plain loop, inlined here, gathered
+    /// the four rows' parameters lane by lane (`vpinsrd`, `vinsertps`).
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn dequantize(acc: &Acc, params: &RowParams, c: &Columns<'_>) -> Values {
+        let mut ys: Values = [[0.0; BLOCK_COLS]; TILE_ROWS];
+        for ((y, acc), &(s, z)) in ys.iter_mut().zip(acc).zip(params) {
+            let (s, z) = (_mm256_set1_ps(s), _mm256_set1_epi32(z));
+            for h in (0..BLOCK_COLS).step_by(8) {
+                let load_i = |v: &[i32; BLOCK_COLS]| _mm256_loadu_si256(v.as_ptr().add(h).cast());
+                let load_f = |v: &[f32; BLOCK_COLS]| _mm256_loadu_ps(v.as_ptr().add(h));
+                let shifted = _mm256_sub_epi32(load_i(acc), _mm256_mullo_epi32(z, load_i(c.sums)));
+                let scaled = _mm256_mul_ps(
+                    _mm256_cvtepi32_ps(shifted),
+                    _mm256_mul_ps(s, load_f(c.scales)),
+                );
+                _mm256_storeu_ps(y.as_mut_ptr().add(h), _mm256_add_ps(scaled, load_f(c.bias)));
+            }
+        }
+        ys
     }
 }
 
@@ -751,9 +809,16 @@ mod avx512 {
         act: Activation,
         out: &OutPtr,
     ) {
-        super::tile_pair_with(t, pair, columns, act, out, |a, packed, groups| {
-            tiles(a, packed, groups)
-        })
+        super::tile_pair_with(
+            t,
+            pair,
+            columns,
+            act,
+            out,
+            |a, packed, groups| tiles(a, packed, groups),
+            // Every AVX-512 CPU has AVX2.
+            |acc, params, c| super::avx2::dequantize(acc, params, c),
+        )
     }
 }
 
