@@ -79,6 +79,25 @@ pub(crate) fn par_tasks(
     });
 }
 
+/// A contiguous f32 Flex tensor's elements.
+#[cfg(feature = "flex")]
+pub(crate) fn flex_values(t: &burn_flex::FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+/// `data` as a contiguous f32 Flex tensor of shape `dims`.
+#[cfg(feature = "flex")]
+pub(crate) fn flex_tensor(data: Vec<f32>, dims: Vec<usize>) -> burn_flex::FlexTensor {
+    use burn::tensor::{Bytes, DType, Shape};
+
+    assert_eq!(data.len(), dims.iter().product::<usize>(), "output size");
+    burn_flex::FlexTensor::new(
+        Bytes::from_elems(data),
+        burn_flex::Layout::contiguous(Shape::from(dims)),
+        DType::F32,
+    )
+}
+
 /// A linear layer's input handed to a CPU kernel: Flex's contiguous f32
 /// rows, and how to wrap the kernel's output rows back into a tensor.
 #[cfg(feature = "flex")]
@@ -113,9 +132,7 @@ impl<const D: usize> FlexRows<D> {
 
     /// The rows' values, row-major.
     pub(crate) fn values(&self) -> &[f32] {
-        self.tensor
-            .as_slice::<f32>()
-            .expect("a contiguous f32 tensor")
+        flex_values(&self.tensor)
     }
 
     /// How many rows (every dimension but the last).
@@ -136,17 +153,12 @@ impl<const D: usize> FlexRows<D> {
         values: Vec<f32>,
         n: usize,
     ) -> burn::tensor::Tensor<B, D> {
-        use burn::tensor::{Bytes, DType, Shape, Tensor, TensorPrimitive};
-        use burn_flex::{FlexTensor, Layout};
+        use burn::tensor::{Tensor, TensorPrimitive};
+        use burn_flex::FlexTensor;
 
         let mut dims = self.dims;
         dims[D - 1] = n;
-        assert_eq!(values.len(), dims.iter().product::<usize>(), "output size");
-        let out = FlexTensor::new(
-            Bytes::from_elems(values),
-            Layout::contiguous(Shape::from(dims.to_vec())),
-            DType::F32,
-        );
+        let out = flex_tensor(values, dims.to_vec());
         let out = crate::attention::downcast::<FlexTensor, B::FloatTensorPrimitive>(out)
             .unwrap_or_else(|_| unreachable!("the input was a Flex tensor"));
         Tensor::from_primitive(TensorPrimitive::Float(out))

@@ -1,14 +1,16 @@
-//! zhbert's fp32 kernel for linear layers at inference on the CPU:
-//! `act(x·W + b)` in one pass, bias and GELU applied as each tile of the
-//! output is stored.
+//! zhbert's fp32 kernel for linear layers on the CPU: `act(x·W + b)` in one
+//! pass, bias and GELU applied as each tile of the output is stored.
 //!
-//! The model's linear layers run it on burn's Flex backend, outside autodiff
-//! and [`autocast`](crate::autocast), where the CPU has AVX2 and FMA but not
+//! The model's linear layers run it on burn's Flex backend, outside
+//! [`autocast`](crate::autocast), where the CPU has AVX2 and FMA but not
 //! AVX-512 ([`Kernel::preferred`]); elsewhere they run burn's matmul (`gemm`
-//! through burn-flex, which on AVX-512 CPUs has kernels twice as wide). On
-//! AVX2 it replaces three passes (`gemm`'s product, the bias sum, the GELU)
-//! and the zeroing of the output by one, with a tile that is also a little
-//! faster than `gemm`'s (`benchmarks/NOTES.md`).
+//! through burn-flex, which on AVX-512 CPUs has kernels twice as wide). At
+//! inference it replaces three passes (`gemm`'s product, the bias sum, the
+//! GELU) and the zeroing of the output by one, with a tile that is also a
+//! little faster than `gemm`'s (`benchmarks/NOTES.md` #17). In training
+//! (`Autodiff<Flex>`) each linear layer is one graph node whose forward and
+//! input gradient `dY·Wᵀ` run the kernel ([`PackedPanels::pack_transposed`]),
+//! the weight and bias gradients burn's ops (`NOTES.md` #19).
 //!
 //! ```
 //! use zhbert_model::dense::{linear, Kernel, PackedPanels};
@@ -35,6 +37,9 @@
 //! order, then `+ b`, then [`gelu`]: the same operations as burn's path in a
 //! different summation order than `gemm`'s, so the result differs from it
 //! in the last bits, as any two BLAS do.
+
+#[cfg(feature = "flex")]
+mod autodiff;
 
 use crate::cpu::{filled, par_tasks, OutPtr};
 pub use crate::quantize::kernel::{gelu, Activation};
@@ -73,9 +78,34 @@ impl PackedPanels {
     /// Packs `weight`, `[k, n]` row-major (burn's `Linear` layout, input
     /// features × output features), with an optional `[n]` bias.
     pub fn pack(weight: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Self {
+        assert_eq!(weight.len(), k * n, "weight is not [k, n]");
+        Self::pack_from(k, n, bias, |i, j0, row| {
+            row.copy_from_slice(&weight[i * n + j0..i * n + j0 + row.len()]);
+        })
+    }
+
+    /// Packs the transpose of `weight`, which is `[n, k]` row-major: the
+    /// product `dY·Wᵀ` of a linear layer's backward, without a transposed
+    /// copy of `W` first.
+    pub fn pack_transposed(weight: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(weight.len(), k * n, "weight is not [n, k]");
+        Self::pack_from(k, n, None, |i, j0, row| {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = weight[(j0 + c) * k + i];
+            }
+        })
+    }
+
+    /// Panels whose row `i`, columns `j0..j0 + row.len()`, `fill(i, j0, row)`
+    /// writes.
+    fn pack_from(
+        k: usize,
+        n: usize,
+        bias: Option<&[f32]>,
+        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) -> Self {
         use rayon::prelude::*;
 
-        assert_eq!(weight.len(), k * n, "weight is not [k, n]");
         let panels = n.div_ceil(PANEL_COLS);
         let mut data = vec![0.0f32; panels * k * PANEL_COLS];
         if k > 0 {
@@ -84,7 +114,7 @@ impl PackedPanels {
                 .for_each(|(p, panel)| {
                     let (j0, cols) = (p * PANEL_COLS, PANEL_COLS.min(n - p * PANEL_COLS));
                     for (i, row) in panel.chunks_exact_mut(PANEL_COLS).enumerate() {
-                        row[..cols].copy_from_slice(&weight[i * n + j0..i * n + j0 + cols]);
+                        fill(i, j0, &mut row[..cols]);
                     }
                 });
         }
@@ -305,8 +335,8 @@ mod avx2 {
 }
 
 /// `act(layer(x))` through the kernel when the running configuration asks
-/// for it ([`Kernel::preferred`], Flex, no autodiff, no autocast, at least
-/// [`MIN_ROWS`] rows), else `x` back.
+/// for it ([`Kernel::preferred`], Flex or `Autodiff<Flex>`, no autocast, at
+/// least [`MIN_ROWS`] rows), else `x` back.
 #[cfg(feature = "flex")]
 pub(crate) fn try_linear<B: burn::tensor::backend::Backend, const D: usize>(
     layer: &burn::nn::Linear<B>,
@@ -330,10 +360,17 @@ pub(crate) fn try_linear<B: burn::tensor::backend::Backend, const D: usize>(
     {
         return Err(x);
     }
-    // Under autodiff, the tensors are not Flex's and both fail to downcast.
+    // Under autodiff the tensors are not Flex's: training's node, if the
+    // backend is `Autodiff<Flex>`.
     let weight = match FlexRows::of(layer.weight.val()) {
         Ok(w) => w,
-        Err(_) => return Err(x),
+        Err(_) => {
+            let y = autodiff::try_linear(layer, x, kernel)?;
+            return Ok(match act {
+                Activation::Identity => y,
+                Activation::Gelu => burn::tensor::activation::gelu(y),
+            });
+        }
     };
     let rows = FlexRows::of(x)?;
     let bias = layer.bias.as_ref().map(|b| FlexRows::of(b.val()));

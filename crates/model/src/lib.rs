@@ -41,7 +41,7 @@
 //! | [`bert`] | the model, one file, named like HF's keys |
 //! | [`attention`] | the attention op: zhbert's CPU kernel with its own backward, burn's fused op |
 //! | [`checkpoint`] | import and export of HF weights, [`LoadReport`] |
-//! | [`dense`] | zhbert's fp32 linear kernel for CPU inference (AVX2: product, bias and GELU in one pass) |
+//! | [`dense`] | zhbert's fp32 linear kernel for the CPU (AVX2: product, bias and GELU in one pass; in training, the forward and the input gradient) |
 //! | [`precision`] | mixed precision: matmuls in bf16 or f16 inside [`autocast`] |
 //! | [`quantize`] | dynamic int8 inference on the CPU: zhbert's int8 linear kernels ([`BertForSequenceClassification::quantize`]) |
 

@@ -12,6 +12,7 @@ use std::sync::Once;
 
 use burn::backend::Flex;
 use burn::tensor::{activation, Tensor, TensorData};
+use common::grads::*;
 use common::*;
 use zhbert_model::dense::{linear, Activation, Kernel, PackedPanels, MIN_ROWS};
 use zhbert_model::*;
@@ -183,4 +184,20 @@ fn models_through_the_kernel_match_pytorch() {
         &e.f32("logits").repeat(times),
         1e-4,
     );
+}
+
+/// Training through the kernel: under `Autodiff<Flex>` each linear layer is
+/// one node whose forward and input gradient run the kernel (`dense`'s
+/// `autodiff` module). The tiny classifier's batch, repeated until it
+/// reaches [`MIN_ROWS`], gives PyTorch's loss and every parameter's gradient
+/// to the parity suite's tolerance.
+#[test]
+fn training_through_the_kernel_matches_pytorch_gradients() {
+    let Some(_) = setup() else { return };
+    let e = Expected::open(tiny_dir().join("expected.safetensors"));
+    let tokens: usize = e.shape("input_ids").iter().product();
+    let times = MIN_ROWS.div_ceil(tokens);
+    let TinyRun { loss, grads, .. } = tiny_gradients(&e, Precision::Fp32, times);
+    assert_close("loss (autodiff, kernel)", &loss, &e.f32("loss"), 1e-5);
+    assert_gradients_match(&e, grads, 1e-4);
 }

@@ -4,19 +4,13 @@
 
 mod common;
 
-use burn::backend::{Autodiff, Flex};
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::AutodiffBackend;
+use burn::backend::Flex;
 use burn::tensor::{Int, Tensor};
+use common::grads::*;
 use common::*;
 use zhbert_model::*;
 
 type B = Flex;
-type AB = Autodiff<Flex>;
-
-fn tiny_dir() -> std::path::PathBuf {
-    fixtures().join("tiny-bert")
-}
 
 /// Loads the tiny classifier from one of its two weight files.
 fn tiny_from(file: &str, config: BertConfig) -> (BertForSequenceClassification<B>, LoadReport) {
@@ -104,122 +98,12 @@ fn activations_gelu_new_and_relu_match_pytorch() {
     }
 }
 
-/// Collects the gradient of every float parameter with its HF name.
-struct Grads<'a> {
-    grads: &'a <AB as AutodiffBackend>::Gradients,
-    path: Vec<String>,
-    out: Vec<(String, Vec<f32>)>,
-}
-
-impl ModuleVisitor<AB> for Grads<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
-        let name = hf_name(&self.path.join("."));
-        let grad = param
-            .val()
-            .grad(self.grads)
-            .unwrap_or_else(|| panic!("{name} has no gradient"));
-        // burn keeps linear weights as [in, out]; torch as [out, in].
-        let grad = if D == 2 && !name.contains("embeddings") {
-            to_vec(grad.transpose())
-        } else {
-            to_vec(grad)
-        };
-        self.out.push((name, grad));
-    }
-}
-
-/// One forward and backward pass of the tiny classifier.
-struct TinyRun {
-    logits: Vec<f32>,
-    /// The loss on the fixture's labels (one value).
-    loss: Vec<f32>,
-    /// Every parameter's gradient by HF name, in PyTorch's layout.
-    grads: Vec<(String, Vec<f32>)>,
-}
-
-/// The tiny classifier without dropout (PyTorch ran it in eval mode), with its
-/// matmuls in `precision`.
-fn tiny_gradients(e: &Expected, precision: Precision) -> TinyRun {
-    let mut config = BertConfig::from_file(tiny_dir().join("config.json")).unwrap();
-    config.hidden_dropout_prob = 0.0;
-    config.attention_probs_dropout_prob = 0.0;
-    let device = Default::default();
-    let mut model = config.init_classifier::<AB>(&device);
-    load_weights_file(&mut model, &tiny_dir().join("model.safetensors")).unwrap();
-    let logits = autocast(precision, || model.forward(input(e, &device)));
-    let loss = classification_loss(
-        logits.clone(),
-        Labels::Classes(e.int_tensor("labels", &device)),
-        &CrossEntropyOptions::default(),
-    );
-    let loss_value = to_vec(loss.clone());
-    let grads = loss.backward();
-    let mut visitor = Grads {
-        grads: &grads,
-        path: vec![],
-        out: vec![],
-    };
-    model.visit(&mut visitor);
-    TinyRun {
-        logits: to_vec(logits),
-        loss: loss_value,
-        grads: visitor.out,
-    }
-}
-
-/// `‖got − want‖ / ‖want‖`.
-fn relative_error(got: &[f32], want: &[f32]) -> f32 {
-    let diff: f32 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).powi(2))
-        .sum::<f32>()
-        .sqrt();
-    let norm: f32 = want.iter().map(|b| b * b).sum::<f32>().sqrt();
-    diff / norm.max(1e-12)
-}
-
-/// Analytically zero: adding b to every key adds q·b to a whole row of
-/// scores, which softmax ignores. Both sides hold rounding noise only.
-fn is_key_bias(name: &str) -> bool {
-    name.ends_with("attention.self.key.bias")
-}
-
 #[test]
 fn gradients_of_every_parameter_match_pytorch() {
     let e = Expected::open(tiny_dir().join("expected.safetensors"));
-    let TinyRun { loss, grads, .. } = tiny_gradients(&e, Precision::Fp32);
+    let TinyRun { loss, grads, .. } = tiny_gradients(&e, Precision::Fp32, 1);
     assert_close("loss (autodiff)", &loss, &e.f32("loss"), 1e-5);
-    let expected: Vec<String> = e
-        .names()
-        .into_iter()
-        .filter(|n| n.starts_with("grad."))
-        .collect();
-    assert_eq!(grads.len(), expected.len(), "one gradient per parameter");
-    for (name, got) in grads {
-        let want = e.f32(&format!("grad.{name}"));
-        let norm: f32 = want.iter().map(|b| b * b).sum::<f32>().sqrt();
-        if is_key_bias(&name) {
-            let ours: f32 = got.iter().map(|a| a * a).sum::<f32>().sqrt();
-            assert!(
-                ours < 1e-5 && norm < 1e-5,
-                "{name}: {ours:e} vs {norm:e}, expected ~0"
-            );
-            continue;
-        }
-        assert!(
-            norm > 1e-5,
-            "{name}: a near-zero reference gradient proves nothing"
-        );
-        let rel = relative_error(&got, &want);
-        assert!(rel <= 1e-4, "{name}: relative gradient error {rel:e}");
-    }
+    assert_gradients_match(&e, grads, 1e-4);
 }
 
 /// zhbert's `autocast` against PyTorch's `torch.autocast` on the same model
@@ -232,7 +116,7 @@ fn autocast_errors_are_those_of_pytorch_autocast() {
     let e = Expected::open(tiny_dir().join("expected.safetensors"));
     let torch = Expected::open(tiny_dir().join("autocast.safetensors"));
     let fp32_error = max_abs_diff(
-        &tiny_gradients(&e, Precision::Fp32).logits,
+        &tiny_gradients(&e, Precision::Fp32, 1).logits,
         &e.f32("logits"),
     );
     for precision in [Precision::Bf16, Precision::F16] {
@@ -240,7 +124,7 @@ fn autocast_errors_are_those_of_pytorch_autocast() {
             logits,
             loss,
             grads,
-        } = tiny_gradients(&e, precision);
+        } = tiny_gradients(&e, precision, 1);
         let ours = max_abs_diff(&logits, &e.f32("logits"));
         let theirs = max_abs_diff(&torch.f32(&format!("logits.{precision}")), &e.f32("logits"));
         eprintln!("{precision}: logits off fp32 by {ours:e} (PyTorch autocast {theirs:e}, zhbert fp32 {fp32_error:e})");

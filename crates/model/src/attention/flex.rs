@@ -8,11 +8,12 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Bytes, DType, Distribution, Shape, Tensor};
-use burn_flex::{Flex, FlexTensor, Layout};
+use burn::tensor::{DType, Distribution, Tensor};
+use burn_flex::{Flex, FlexTensor};
 
 use super::kernel::{self, Bias, Dropout, Geometry, Inputs, Saved};
 use super::{downcast, from_primitive, primitive, AttentionShape};
+use crate::cpu::{flex_tensor as tensor, flex_values as values};
 
 /// burn-autodiff's tensor over Flex (its type is not exported by name).
 type AdTensor = FloatTensor<Autodiff<Flex>>;
@@ -85,12 +86,6 @@ fn geometry(q: &FlexTensor, shape: &AttentionShape) -> Geometry {
     }
 }
 
-/// A contiguous f32 tensor's elements.
-fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("made contiguous by `contiguous`")
-}
-
 fn contiguous(t: FlexTensor) -> FlexTensor {
     t.to_contiguous()
 }
@@ -107,14 +102,6 @@ fn bias_view<'a>(mask: &'a FlexTensor, g: &Geometry) -> Bias<'a> {
         head_stride: if h == 1 { 0 } else { head },
         row_stride: if r == 1 { 0 } else { row },
     }
-}
-
-fn tensor(data: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(Shape::from(dims)),
-        DType::F32,
-    )
 }
 
 /// Flex without autodiff: no dropout (it is off without autodiff), nothing kept.

@@ -1,6 +1,8 @@
 //! Reading the PyTorch fixtures written by `tests/fixtures/make_fixtures.py`.
 #![allow(dead_code)]
 
+pub mod grads;
+
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
