@@ -443,9 +443,9 @@ unsafe fn tile_pair(
 }
 
 /// [`tile_pair`] with the product `product(rows, [block, next block],
-/// groups)`. Inlined into each kernel's version, so that the output step
-/// is compiled for that kernel's vectors and the accumulators need not go
-/// through memory.
+/// groups)` and the tile's dequantization `dequantize`. Inlined into each
+/// kernel's version, so that the output step (the GELU included) is
+/// compiled for that kernel's vectors.
 ///
 /// # Safety
 /// As [`store`]; `product` may rely on the rows holding `groups·4` bytes
