@@ -23,10 +23,11 @@ pub const USAGE: &str = "usage: cargo xtask bench [options]
   --tta                also time-to-accuracy of tiny-zh from scratch (minutes; see benchmarks/README.md)
   --tta-target ACC     dev accuracy to reach (default 0.75)
   --no-torch           zhbert only, even when PyTorch is installed
-  --cpu avx2           the AVX2 code paths on an AVX-512 machine: zhbert built without gemm's AVX-512
-                       kernels and its own held to AVX2 (ZHBERT_CPU_CAP=avx2), PyTorch held to AVX2
-                       (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA); the machine
-                       is named <machine>-avx2 in the results
+  --cpu avx2           the AVX2 code paths on an AVX-512 machine: zhbert built without gemm's and
+                       burn-flex's AVX-512 kernels and its own held to AVX2 (ZHBERT_CPU_CAP=avx2),
+                       PyTorch held to AVX2 (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS,
+                       ONEDNN_MAX_CPU_ISA, FBGEMM_ENABLE_INSTRUCTIONS); the machine is named
+                       <machine>-avx2 in the results
   --out FILE           results JSON (default benchmarks/results/<date>-<machine>.json); process
                        results go beside it, to FILE's name with -process (default <date>-<machine>-process.json)";
 
@@ -287,6 +288,9 @@ fn hold_to_avx2() {
         ("ATEN_CPU_CAPABILITY", "avx2"),
         ("MKL_ENABLE_INSTRUCTIONS", "AVX2"),
         ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+        // fbgemm (PyTorch's dynamic int8) ignores the three above and would
+        // keep its AVX-512 VNNI kernels.
+        ("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2"),
         ("ZHBERT_MACHINE", machine.as_str()),
     ] {
         std::env::set_var(key, value);

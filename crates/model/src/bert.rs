@@ -140,10 +140,14 @@ impl<B: Backend> BertEmbeddings<B> {
         input_ids: Tensor<B, 2, Int>,
         token_type_ids: Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
-        let [_, seq_len] = input_ids.dims();
+        let [batch, seq_len] = input_ids.dims();
         let device = input_ids.device();
-        let positions =
-            Tensor::<B, 1, Int>::arange(0..seq_len as i64, &device).reshape([1, seq_len]);
+        // One row of ids per sequence, so that the sum below is of three
+        // tensors of one shape: a `[1, seq, hidden]` broadcast is an
+        // element-by-element strided loop on the CPU backends.
+        let positions = Tensor::<B, 1, Int>::arange(0..seq_len as i64, &device)
+            .reshape([1, seq_len])
+            .repeat_dim(0, batch);
         let x = self.word_embeddings.forward(input_ids)
             + self.token_type_embeddings.forward(token_type_ids)
             + self.position_embeddings.forward(positions);

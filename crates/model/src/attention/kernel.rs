@@ -236,24 +236,28 @@ fn forward_pair(
 /// `keep_probs` (for the backward pass).
 pub(super) fn forward(g: &Geometry, x: Inputs, keep_probs: bool) -> (Vec<f32>, Option<Vec<f32>>) {
     let ll = g.seq * g.seq;
-    let mut out = vec![0.0f32; g.batch * g.seq * g.hidden()];
-    let out_ptr = SharedMut(out.as_mut_ptr());
-    if keep_probs {
-        let mut probs = vec![0.0f32; g.pairs() * ll];
-        probs
-            .par_chunks_mut(ll)
-            .enumerate()
-            .for_each_init(Vec::new, |dropped, (pair, p)| {
-                forward_pair(g, pair, &x, p, dropped, out_ptr)
-            });
-        (out, Some(probs))
-    } else {
-        (0..g.pairs()).into_par_iter().for_each_init(
-            || (vec![0.0f32; ll], Vec::new()),
-            |(p, dropped), pair| forward_pair(g, pair, &x, p, dropped, out_ptr),
-        );
-        (out, None)
-    }
+    let mut probs = keep_probs.then(|| vec![0.0f32; g.pairs() * ll]);
+    // SAFETY: every pair's second product writes its whole `seq×d` block
+    // (`gemm` does not read the destination when its `alpha` is 0), and the
+    // blocks tile the output.
+    let out = unsafe {
+        crate::cpu::filled(g.batch * g.seq * g.hidden(), |out| {
+            let out_ptr = SharedMut(out.0);
+            match probs.as_mut() {
+                Some(probs) => probs
+                    .par_chunks_mut(ll)
+                    .enumerate()
+                    .for_each_init(Vec::new, |dropped, (pair, p)| {
+                        forward_pair(g, pair, &x, p, dropped, out_ptr)
+                    }),
+                None => (0..g.pairs()).into_par_iter().for_each_init(
+                    || (vec![0.0f32; ll], Vec::new()),
+                    |(p, dropped), pair| forward_pair(g, pair, &x, p, dropped, out_ptr),
+                ),
+            }
+        })
+    };
+    (out, probs)
 }
 
 /// What the backward pass reads.
