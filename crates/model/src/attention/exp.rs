@@ -5,10 +5,10 @@
 //! The method is Cephes' `expf`: `x = n·ln2 + r` with `|r| ≤ ln2/2`, `e^r` by a
 //! degree-6 polynomial, `2^n` put into the exponent bits. Largest relative
 //! error against f64 7.9e-8 with FMA, about 1.2e-7 (2 ulp) without; the tests
-//! check 2.5e-7. Inputs below
-//! -87.3 (the padding mask's -1e4 minus the row maximum) give exactly 0, as
-//! libm does. Compiled three times, for AVX-512, AVX2 (both with FMA) and the
-//! baseline, and chosen at run time like gemm's kernels.
+//! check 2.5e-7. Inputs below -87.3 (the padding mask's -1e4 minus the row
+//! maximum) give exactly 0, as libm does. Compiled three times, for AVX-512,
+//! AVX2 (both with FMA) and the baseline, and chosen at run time like gemm's
+//! kernels.
 
 /// `a·b + c`, fused where the kernel is compiled for FMA: one rounding and
 /// one instruction instead of two, which makes `exp` about 1.5× faster. Without

@@ -238,8 +238,8 @@ pub(super) fn forward(g: &Geometry, x: Inputs, keep_probs: bool) -> (Vec<f32>, O
     let ll = g.seq * g.seq;
     let mut probs = keep_probs.then(|| vec![0.0f32; g.pairs() * ll]);
     // SAFETY: every pair's second product writes its whole `seq×d` block
-    // (`gemm` does not read the destination when its `alpha` is 0), and the
-    // blocks tile the output.
+    // (the `gemm` wrapper asks it not to read the destination), and the
+    // pairs' blocks tile the output.
     let out = unsafe {
         crate::cpu::filled(g.batch * g.seq * g.hidden(), |out| {
             let out_ptr = SharedMut(out.0);
